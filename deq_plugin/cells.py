@@ -1,0 +1,105 @@
+"""Ready-made DEQ cells f(z, u) and the block that pairs an injection g(y) with a DEQ.
+
+- `DenseCell`:    f(z, u) = σ(W z + u), W a matrix (the paper's equation 5).
+- `ConvCell`:     f(z, u) = σ(W * z + u), W a convolution kernel (equation 5).
+- `ResidualCell`: f(z, u) = h(z) + u for a block h the user gives (the NCSN DEQ-ResBlock); h must
+  be a contraction for the fixed point to be well posed — normalise its weights with
+  `deq_plugin.norms.normalize_all`.
+The activation defaults to softplus: score matching differentiates the cell twice, which needs a
+twice-differentiable σ; every offered activation is 1-Lipschitz, so normalisation with λ > 1
+makes the dense and convolutional cells contractions.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from deq_plugin.norms import normalize_weight
+from deq_plugin.registry import Table
+
+ACTIVATIONS: Table[Callable[[Tensor], Tensor]] = Table("activation")
+ACTIVATIONS.register("softplus")(F.softplus)
+ACTIVATIONS.register("elu")(F.elu)
+ACTIVATIONS.register("tanh")(F.tanh)
+
+
+class DenseCell(nn.Module):
+    """f(z, u) = σ(W z + u) on states of shape (B, features)."""
+
+    def __init__(self, features: int, activation: str = "softplus", norm: str = "frobenius", norm_lambda: float = 2.0) -> None:
+        super().__init__()
+        self.activation_name = activation
+        self.activation = ACTIVATIONS.get(activation)
+        self.linear = normalize_weight(nn.Linear(features, features, bias=False), norm, norm_lambda)
+
+    def forward(self, z: Tensor, u: Tensor) -> Tensor:
+        return self.activation(self.linear(z) + u)
+
+
+class ConvCell(nn.Module):
+    """f(z, u) = σ(W * z + u) on states of shape (B, channels, H, W); 'same' zero padding."""
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 3,
+        activation: str = "softplus",
+        norm: str = "spectral",
+        norm_lambda: float = 2.0,
+    ) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd so the state keeps its size, got {kernel_size}")
+        self.activation_name = activation
+        self.activation = ACTIVATIONS.get(activation)
+        conv = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, bias=False)
+        self.conv = normalize_weight(conv, norm, norm_lambda)
+
+    def forward(self, z: Tensor, u: Tensor) -> Tensor:
+        return self.activation(self.conv(z) + u)
+
+
+class ResidualCell(nn.Module):
+    """f(z, u, *context) = h(z, *context) + u for a user-given block h (keep h contractive)."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, z: Tensor, u: Tensor, *context: Tensor) -> Tensor:
+        return self.block(z, *context) + u
+
+
+class Activation(nn.Module):
+    """An activation from `ACTIVATIONS` as a module."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.fn = ACTIVATIONS.get(name)
+
+    def extra_repr(self) -> str:
+        return self.name
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fn(x)
+
+
+class DEQBlock(nn.Module):
+    """(y, *context) ↦ z* of `deq` with u = injection(y): the drop-in replacement for a stack.
+
+    `context` (e.g. noise-level labels) is handed to the cell when `pass_context` is set, so a block
+    with signature forward(x, labels) can be replaced by a DEQ whose cell is conditioned the same way.
+    """
+
+    def __init__(self, injection: nn.Module, deq: nn.Module, pass_context: bool = False) -> None:
+        super().__init__()
+        self.injection = injection
+        self.deq = deq
+        self.pass_context = pass_context
+
+    def forward(self, y: Tensor, *context: Tensor) -> Tensor:
+        u = self.injection(y)
+        return self.deq(u, context=context) if self.pass_context else self.deq(u)

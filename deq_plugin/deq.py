@@ -1,0 +1,213 @@
+"""The `DEQ` module: the equilibrium z* = f(z*, u) of a cell f, differentiable to any order."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from deq_plugin.gradients import adjoint_spec, implicit_fixed_point, phantom_steps
+from deq_plugin.norms import refresh_spectral_norms
+from deq_plugin.solvers import SOLVERS, NonFiniteStateError, SolverResult
+
+GRAD_MODES = ("phantom", "implicit", "unrolled")
+logger = logging.getLogger("deq_plugin")
+
+
+@dataclass
+class DEQStats:
+    """Solver statistics of one forward (and, in implicit mode, of the latest backward).
+
+    `n_iter` counts cell evaluations of the solve (Anderson spends one extra on its first step);
+    residuals are the worst over the batch.
+    """
+
+    n_iter: int
+    abs_residual: float
+    rel_residual: float
+    converged: bool
+    backward_n_iter: int | None = None
+    backward_rel_residual: float | None = None
+    backward_converged: bool | None = None
+
+
+class DEQ(nn.Module):
+    """Deep equilibrium layer: forward(u, z0=None) returns z* with z* = cell(z*, u) and u's shape.
+
+    `forward(u, z0, context=(c1, ...))` passes constant extra inputs to the cell, cell(z, u, *context)
+    (e.g. NCSN noise-level labels); in implicit mode they may not require grad.
+
+    Derivatives flow whenever autograd is enabled, in train and eval mode alike:
+    - grad="phantom": solve without autograd, then `phantom_steps` steps
+      z <- (1 - τ) z + τ cell(z, u) with autograd (the paper's K=2, τ=1);
+    - grad="implicit": exact implicit differentiation to any order; the adjoint system is solved
+      iteratively with `backward_solver` to `backward_tol` (defaults: picard, `tol`);
+    - grad="unrolled": autograd through every solver iteration (the memory-hungry reference).
+    The solver stops on the per-sample relative residual ||f(z) - z|| / ||f(z)|| <= tol, testing
+    every `check_every` iterations (default: every iteration on CPU, every 4th on accelerators,
+    to avoid a host sync per step). With `warm_start`, the previous z* starts the next solve when
+    its shape matches; that state follows `.to()`, is not in `state_dict`, and `reset_warm_start()`
+    clears it.
+    """
+
+    def __init__(
+        self,
+        cell: nn.Module,
+        *,
+        solver: str = "picard",
+        tol: float = 1e-4,
+        max_iter: int = 128,
+        grad: str = "phantom",
+        phantom_steps: int = 2,
+        phantom_tau: float = 1.0,
+        warm_start: bool = False,
+        check_every: int | None = None,
+        solver_options: dict[str, Any] | None = None,
+        backward_solver: str = "picard",
+        backward_tol: float | None = None,
+        backward_max_iter: int | None = None,
+        name: str | None = None,
+        warn_interval_s: float = 60.0,
+    ) -> None:
+        super().__init__()
+        SOLVERS.get(solver)
+        SOLVERS.get(backward_solver)
+        if grad not in GRAD_MODES:
+            raise ValueError(f"unknown grad mode {grad!r}; valid: {list(GRAD_MODES)}")
+        if not tol > 0:
+            raise ValueError(f"tol must be > 0, got {tol}")
+        if max_iter < 1:
+            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+        if grad == "phantom" and phantom_steps < 1:
+            raise ValueError(f"phantom_steps must be >= 1, got {phantom_steps}")
+        if not 0 < phantom_tau <= 1:
+            raise ValueError(f"phantom_tau must be in (0, 1], got {phantom_tau}")
+        if check_every is not None and check_every < 1:
+            raise ValueError(f"check_every must be >= 1, got {check_every}")
+        self.cell = cell
+        self.solver, self.tol, self.max_iter = solver, tol, max_iter
+        self.grad, self.phantom_steps, self.phantom_tau = grad, phantom_steps, phantom_tau
+        self.warm_start, self.check_every = warm_start, check_every
+        self.solver_options = dict(solver_options or {})
+        self.backward_solver = backward_solver
+        self.backward_tol = tol if backward_tol is None else backward_tol
+        self.backward_max_iter = max_iter if backward_max_iter is None else backward_max_iter
+        self.name = name or type(cell).__name__
+        self.warn_interval_s = warn_interval_s
+        self.stats: DEQStats | None = None
+        self._warm_z: Tensor | None = None
+        self._last_warning = float("-inf")
+        self._suppressed_warnings = 0
+
+    def extra_repr(self) -> str:
+        return (
+            f"name={self.name!r}, solver={self.solver!r}, tol={self.tol}, max_iter={self.max_iter}, "
+            f"grad={self.grad!r}, phantom_steps={self.phantom_steps}, warm_start={self.warm_start}"
+        )
+
+    def reset_warm_start(self) -> None:
+        """Forgets the stored fixed point; the next solve starts cold."""
+        self._warm_z = None
+
+    def _apply(self, fn, recurse: bool = True):
+        module = super()._apply(fn, recurse)
+        if self._warm_z is not None:
+            self._warm_z = fn(self._warm_z)
+        return module
+
+    def _initial_state(self, u: Tensor, z0: Tensor | None) -> Tensor:
+        if z0 is not None:
+            if z0.shape != u.shape:
+                raise ValueError(f"DEQ {self.name!r}: z0 has shape {tuple(z0.shape)}, expected u's {tuple(u.shape)}")
+            return z0.detach()
+        warm = self._warm_z
+        if self.warm_start and warm is not None and warm.shape == u.shape and warm.dtype == u.dtype and warm.device == u.device:
+            return warm
+        return torch.zeros_like(u)
+
+    def _check_every(self, u: Tensor) -> int:
+        if self.check_every is not None:
+            return self.check_every
+        return 1 if u.device.type == "cpu" else 4
+
+    def _cell_step(self, z: Tensor, u: Tensor, context: tuple) -> Tensor:
+        out = self.cell(z, u, *context)
+        if out.shape != z.shape:
+            raise ValueError(f"DEQ {self.name!r}: the cell returned shape {tuple(out.shape)} for a state of shape {tuple(z.shape)}")
+        return out
+
+    def _solve(self, u: Tensor, z0: Tensor, check_every: int, context: tuple) -> SolverResult:
+        solve = SOLVERS.get(self.solver)
+        try:
+            return solve(
+                lambda z: self._cell_step(z, u, context),
+                z0,
+                tol=self.tol,
+                max_iter=self.max_iter,
+                check_every=check_every,
+                **self.solver_options,
+            )
+        except NonFiniteStateError as error:
+            raise NonFiniteStateError(f"DEQ layer {self.name!r}: {error}") from None
+
+    def _warn_unconverged(self, what: str, result: SolverResult, tol: float) -> None:
+        now = time.monotonic()
+        if now - self._last_warning < self.warn_interval_s:
+            self._suppressed_warnings += 1
+            return
+        logger.warning(
+            "DEQ layer %r: %s did not converge in %d iterations (relative residual %.3g > tol %.3g)%s",
+            self.name, what, result.n_iter, result.rel_residual.max().item(), tol,
+            f"; {self._suppressed_warnings} similar warnings suppressed" if self._suppressed_warnings else "",
+        )
+        self._last_warning, self._suppressed_warnings = now, 0
+
+    def _report_backward(self, result: SolverResult) -> None:
+        if self.stats is not None:
+            self.stats.backward_n_iter = result.n_iter
+            self.stats.backward_rel_residual = result.rel_residual.max().item()
+            self.stats.backward_converged = result.converged
+        if not result.converged:
+            self._warn_unconverged("adjoint (backward) solve", result, self.backward_tol)
+
+    def forward(self, u: Tensor, z0: Tensor | None = None, context: tuple = ()) -> Tensor:
+        if not isinstance(u, Tensor) or u.dim() < 2:
+            raise ValueError(f"DEQ {self.name!r}: u must be a batched tensor (B, ...), got {getattr(u, 'shape', type(u))}")
+        if self.grad == "implicit" and any(isinstance(c, Tensor) and c.requires_grad for c in context):
+            raise ValueError(
+                f"DEQ {self.name!r}: context tensors are constants of the implicit backward and may not "
+                "require grad; pass differentiable inputs through u"
+            )
+        z_init = self._initial_state(u, z0)
+        check_every = self._check_every(u)
+        refresh_spectral_norms(self.cell, u.shape, update=self.training)
+        track = torch.is_grad_enabled()
+        if track and self.grad == "unrolled":
+            result = self._solve(u, z_init, check_every, context)
+            z = result.z
+        else:
+            with torch.no_grad():
+                result = self._solve(u, z_init, check_every, context)
+            z = result.z
+            if track and self.grad == "phantom":
+                z = phantom_steps(lambda z_, u_: self.cell(z_, u_, *context), z, u, self.phantom_steps, self.phantom_tau)
+            elif track and self.grad == "implicit":
+                spec = adjoint_spec(
+                    self.cell, self.backward_solver, self.backward_tol, self.backward_max_iter, check_every,
+                    self._report_backward, context,
+                )
+                z = implicit_fixed_point(self.cell, z, u, spec)
+        self.stats = DEQStats(
+            n_iter=result.n_iter,
+            abs_residual=result.abs_residual.max().item(),
+            rel_residual=result.rel_residual.max().item(),
+            converged=result.converged,
+        )
+        if not result.converged:
+            self._warn_unconverged("forward solve", result, self.tol)
+        if self.warm_start:
+            self._warm_z = result.z.detach()
+        return z

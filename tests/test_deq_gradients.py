@@ -1,0 +1,127 @@
+"""Exact, phantom and unrolled gradients of a DEQ against closed forms and explicit Jacobians."""
+import pytest
+import torch
+from torch import nn
+from torch.autograd.functional import jacobian
+
+from deq_plugin import DEQ, DenseCell
+from deq_helpers import relative_error
+
+torch.set_default_dtype(torch.float64)
+
+
+class LinearCell(nn.Module):
+    """f(z, u) = W z + U u: its fixed point is z* = (I - W)^-1 U u."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        w = torch.randn(hidden, hidden)
+        self.W = nn.Parameter(0.6 * w / torch.linalg.matrix_norm(w, 2))
+        self.U = nn.Parameter(torch.randn(hidden, hidden))
+
+    def forward(self, z, u):
+        return z @ self.W.t() + u @ self.U.t()
+
+
+def closed_form(cell: LinearCell, u):
+    eye = torch.eye(cell.W.shape[0])
+    return torch.linalg.solve(eye - cell.W, cell.U @ u.t()).t()
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def test_implicit_matches_linear_closed_form_to_third_order():
+    cell = LinearCell(6)
+    deq = DEQ(cell, grad="implicit", tol=1e-13, max_iter=500)
+    u = torch.randn(5, 6, requires_grad=True)
+    z = deq(u)
+    ref = closed_form(cell, u)
+    assert relative_error(z, ref) < 1e-10
+
+    def second_order_loss(fixed_point):
+        # "score" s = d(½||z*||²)/du, then a loss of the score (needs the Hessian of z*'s graph).
+        s = torch.autograd.grad(0.5 * fixed_point.pow(2).sum(), u, create_graph=True)[0]
+        return (s.pow(2).sum() + (s * u).sum()) ** 2 / 10
+
+    grads = torch.autograd.grad(second_order_loss(deq(u)), [u, cell.W, cell.U])
+    ref_grads = torch.autograd.grad(second_order_loss(closed_form(cell, u)), [u, cell.W, cell.U])
+    for g, r in zip(grads, ref_grads):
+        assert relative_error(g, r) < 1e-8
+
+
+def test_proposition_2_phantom_derivative_is_truncated_neumann_series():
+    hidden, steps = 5, 3
+    cell = DenseCell(hidden, norm_lambda=1.5)
+    deq = DEQ(cell, grad="phantom", phantom_steps=steps, tol=1e-14, max_iter=500)
+    u = torch.randn(1, hidden)
+    with torch.no_grad():
+        z_star = DEQ(cell, tol=1e-14, max_iter=500)(u)
+    jac_z = jacobian(lambda z: cell(z, u), z_star)[0, :, 0, :]
+    jac_u = jacobian(lambda v: cell(z_star, v), u)[0, :, 0, :]
+    expected = sum(torch.linalg.matrix_power(jac_z, k) @ jac_u for k in range(steps))
+    got = jacobian(lambda v: deq(v), u)[0, :, 0, :]
+    assert torch.allclose(got, expected, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("grad", ["implicit", "phantom"])
+def test_gradcheck_and_gradgradcheck(grad):
+    # Phantom steps give the true derivative only in the limit; 60 steps at contraction <= 1/2
+    # leave an error of 2^-60, so gradcheck tests that the phantom graph is right to second order.
+    cell = DenseCell(3, norm_lambda=2.0)
+    deq = DEQ(cell, grad=grad, tol=1e-14, max_iter=500, phantom_steps=60)
+    u = torch.randn(2, 3, requires_grad=True)
+    assert torch.autograd.gradcheck(deq, (u,), eps=1e-6, atol=1e-7)
+    assert torch.autograd.gradgradcheck(deq, (u,), eps=1e-6, atol=1e-7)
+
+
+def test_implicit_parameter_gradient_gradcheck():
+    """gradcheck w.r.t. a cell parameter, through functional_call of the parametrised weight."""
+    cell = DenseCell(3, norm_lambda=2.0)
+    deq = DEQ(cell, grad="implicit", tol=1e-14, max_iter=500)
+    u = torch.randn(2, 3)
+    raw = cell.linear.parametrizations.weight.original
+
+    def fixed_point_of(w):
+        state = {"linear.parametrizations.weight.original": w}
+        return torch.func.functional_call(deq, {"cell." + k: v for k, v in state.items()}, (u,))
+
+    w = raw.detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(fixed_point_of, (w,), eps=1e-6, atol=1e-7)
+    assert torch.autograd.gradgradcheck(fixed_point_of, (w,), eps=1e-6, atol=1e-7)
+
+
+def test_phantom_converges_to_implicit_as_steps_grow():
+    cell = DenseCell(6, norm_lambda=1.2)
+    u = torch.randn(4, 6, requires_grad=True)
+
+    def input_hessian_row(deq):
+        z = deq(u)
+        s = torch.autograd.grad(torch.tanh(z).sum(), u, create_graph=True)[0]
+        return torch.autograd.grad(s.pow(2).sum(), u)[0]
+
+    exact = input_hessian_row(DEQ(cell, grad="implicit", tol=1e-14, max_iter=500))
+    errors = [
+        relative_error(input_hessian_row(DEQ(cell, grad="phantom", phantom_steps=k, tol=1e-14, max_iter=500)), exact)
+        for k in (1, 2, 5, 40)
+    ]
+    assert errors == sorted(errors, reverse=True)
+    assert errors[-1] < 1e-9
+
+
+@pytest.mark.parametrize("grad", ["implicit", "phantom", "unrolled"])
+def test_eval_mode_gives_the_train_mode_score(grad):
+    cell = DenseCell(5)
+    deq = DEQ(cell, grad=grad, tol=1e-12, max_iter=300)
+    x = torch.randn(3, 5, requires_grad=True)
+
+    def score():
+        return torch.autograd.grad(torch.tanh(deq(x)).sum(), x)[0]
+
+    train_score = score()
+    deq.eval()
+    eval_score = score()
+    assert eval_score.abs().sum() > 0
+    assert torch.allclose(train_score, eval_score, rtol=1e-12, atol=1e-14)
