@@ -7,7 +7,6 @@ from torch.autograd.functional import jacobian
 from deq_plugin import DEQ, DenseCell
 from deq_helpers import relative_error
 
-torch.set_default_dtype(torch.float64)
 
 
 class LinearCell(nn.Module):
@@ -29,8 +28,12 @@ def closed_form(cell: LinearCell, u):
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _float64_and_seed():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
     torch.manual_seed(0)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def test_implicit_matches_linear_closed_form_to_third_order():

@@ -1,0 +1,91 @@
+"""Fully connected building blocks whose hidden core is an addressable, swappable `nn.Sequential`.
+
+Submodule names are a stable interface (a patch may replace a whole stack, or a slice of it,
+with another module of the same input/output shape):
+- `MLPStack.layers` is an `nn.Sequential` of `n_layers` (Linear, activation) pairs:
+  `layers.{2i}` is the i-th Linear and `layers.{2i+1}` its activation.
+- `MLP` is `in_layer` (Linear + activation, (B, in) -> (B, hidden)), then `stack` (an `MLPStack`,
+  (B, hidden) -> (B, hidden)), then `out_layer` (Linear, (B, hidden) -> (B, out)).
+"""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+ACTIVATIONS = ("softplus", "tanh", "elu", "silu")
+
+
+def make_activation(name: str) -> nn.Module:
+    """A fresh activation module called `name`, one of `ACTIVATIONS`.
+
+    Exact score matching differentiates the network twice, so only activations with a second
+    derivative are offered (softplus is the default everywhere).
+    """
+    factories = {"softplus": nn.Softplus, "tanh": nn.Tanh, "elu": nn.ELU, "silu": nn.SiLU}
+    if name not in factories:
+        raise ValueError(f"unknown activation {name!r}; valid: {list(ACTIVATIONS)}")
+    return factories[name]()
+
+
+def check_int(name: str, value: int, minimum: int) -> None:
+    """Raise a ValueError naming `name` unless `value` is an int >= `minimum`."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+class MLPStack(nn.Module):
+    """`n_layers` (Linear + activation) layers held in the `nn.Sequential` named `layers`.
+
+    Maps (B, in_features) -> (B, hidden); the first Linear is in_features -> hidden, the others
+    hidden -> hidden. With n_layers = 0 it is the identity (and in_features must equal hidden).
+    """
+
+    def __init__(self, in_features: int, hidden: int, n_layers: int, activation: str = "softplus") -> None:
+        super().__init__()
+        check_int("in_features", in_features, 1)
+        check_int("hidden", hidden, 1)
+        check_int("n_layers", n_layers, 0)
+        if n_layers == 0 and in_features != hidden:
+            raise ValueError(
+                f"an MLPStack with n_layers=0 is the identity, so in_features ({in_features}) "
+                f"must equal hidden ({hidden})"
+            )
+        modules: list[nn.Module] = []
+        for i in range(n_layers):
+            modules += [nn.Linear(in_features if i == 0 else hidden, hidden), make_activation(activation)]
+        self.in_features = in_features
+        self.hidden = hidden
+        self.n_layers = n_layers
+        self.layers = nn.Sequential(*modules)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the stack: (B, in_features) -> (B, hidden)."""
+        return self.layers(x)
+
+
+class MLP(nn.Module):
+    """`in_layer` (Linear + activation) -> `stack` (`MLPStack`) -> `out_layer` (Linear).
+
+    `depth` counts the activated hidden layers of width `hidden`: the in_layer plus depth - 1 in
+    the stack, so the net has depth + 1 Linear layers (what papers call a "(depth+1)-layer MLP").
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int,
+        out_features: int,
+        depth: int,
+        activation: str = "softplus",
+    ) -> None:
+        super().__init__()
+        check_int("in_features", in_features, 1)
+        check_int("hidden", hidden, 1)
+        check_int("out_features", out_features, 1)
+        check_int("depth", depth, 1)
+        self.in_layer = nn.Sequential(nn.Linear(in_features, hidden), make_activation(activation))
+        self.stack = MLPStack(hidden, hidden, depth - 1, activation)
+        self.out_layer = nn.Linear(hidden, out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, in_features) -> (B, out_features)."""
+        return self.out_layer(self.stack(self.in_layer(x)))

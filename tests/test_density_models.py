@@ -1,0 +1,294 @@
+"""DKEF, NICE and MLPStack against independent float64 references (closed forms, autograd.functional)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.autograd.functional import hessian, jacobian
+
+from score_matching.models import MODELS
+from score_matching.models.dkef import (
+    DKEF,
+    log_normaliser_importance_sampling,
+    mean_log_likelihood,
+    split_batch_loss,
+)
+from score_matching.models.mlp import MLP, MLPStack
+from score_matching.models.nice import NICE
+
+
+def _softplus(t: torch.Tensor) -> torch.Tensor:
+    return torch.log1p(torch.exp(t))
+
+
+def _explicit_features(net: MLP, x: torch.Tensor) -> torch.Tensor:
+    """φ(x) from the raw weights: softplus layers (in_layer, then the stack's Linears), a linear readout."""
+    linears = [net.in_layer[0]] + [m for m in net.stack.layers if isinstance(m, nn.Linear)]
+    h = x
+    for linear in linears:
+        h = _softplus(h @ linear.weight.T + linear.bias)
+    return h @ net.out_layer.weight.T + net.out_layer.bias
+
+
+def _explicit_log_density(model: DKEF, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """log p̃(x) = Σ_m α_m Σ_r ρ_r exp(−‖φ_r(x) − φ_r(z_m)‖² / 2σ_r²) + log N(x; 0, 4I), written out."""
+    logits = model.kernel_logits
+    rho = torch.exp(logits) / torch.exp(logits).sum()
+    variances = torch.exp(model.log_bandwidths) ** 2
+    kernel = 0
+    for r, net in enumerate(model.features):
+        diff = _explicit_features(net, x)[:, None, :] - _explicit_features(net, model.inducing_points)[None]
+        kernel = kernel + rho[r] * torch.exp(-(diff**2).sum(-1) / (2 * variances[r]))
+    d = x.shape[1]
+    log_q0 = -(x**2).sum(-1) / (2 * 4.0) - 0.5 * d * math.log(2 * math.pi * 4.0)
+    return kernel @ alpha + log_q0
+
+
+def _small_dkef(d: int, m: int, seed: int, **kwargs) -> tuple[DKEF, torch.Tensor]:
+    torch.manual_seed(seed)
+    model = DKEF(d, n_inducing=m, n_kernels=2, hidden=5, latent=3, init_bandwidths=(0.9, 1.6), **kwargs).double()
+    with torch.no_grad():
+        model.kernel_logits.copy_(torch.tensor([0.3, -0.4]))
+    data = torch.randn(40, d, dtype=torch.float64)
+    model.init_inducing_points(data, torch.Generator().manual_seed(seed))
+    return model, data
+
+
+def _exact_sm_loss(score_fn, x: torch.Tensor) -> torch.Tensor:
+    """mean ½‖s(x)‖² + tr ∇s(x), the trace by one autograd pass per dimension."""
+    x = x.detach().requires_grad_(True)
+    s = score_fn(x)
+    trace = sum(torch.autograd.grad(s[:, j].sum(), x, create_graph=True)[0][:, j] for j in range(x.shape[1]))
+    return (0.5 * s.pow(2).sum(-1) + trace).mean()
+
+
+# ---------------------------------------------------------------- MLPStack / naming
+
+
+def test_mlp_stack_layout_and_slicing() -> None:
+    stack = MLPStack(4, 6, n_layers=3)
+    assert isinstance(stack.layers, nn.Sequential) and len(stack.layers) == 6
+    assert [type(m) for m in stack.layers] == [nn.Linear, nn.Softplus] * 3
+    assert stack.layers[0].in_features == 4 and stack.layers[4].in_features == 6
+    assert stack(torch.randn(2, 4)).shape == (2, 6)
+    assert isinstance(stack.layers[2:4], nn.Sequential)
+    x = torch.randn(3, 6)
+    assert torch.equal(MLPStack(6, 6, n_layers=0)(x), x)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(in_features=4, hidden=6, n_layers=1, activation="relu"), "unknown activation 'relu'"),
+        (dict(in_features=4, hidden=6, n_layers=0), "must equal hidden"),
+        (dict(in_features=4, hidden=6, n_layers=-1), "n_layers must be an int >= 0, got -1"),
+    ],
+)
+def test_mlp_stack_rejects_bad_arguments(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        MLPStack(**kwargs)
+
+
+def test_swappable_stacks_are_addressable() -> None:
+    dkef = DKEF(15)
+    names = {name for name, module in dkef.named_modules() if isinstance(module, MLPStack)}
+    assert names == {"features.0.stack", "features.1.stack", "features.2.stack"}
+    assert dkef.get_submodule("features.0.stack")(torch.randn(2, 30)).shape == (2, 30)
+    nice = NICE()
+    names = {name for name, module in nice.named_modules() if isinstance(module, MLPStack)}
+    assert names == {f"couplings.{k}.net.stack" for k in range(4)}
+    assert nice.get_submodule("couplings.0.net.stack")(torch.randn(2, 1000)).shape == (2, 1000)
+    # The paper's Table 4 reports 15M parameters for the MNIST NICE.
+    assert 15.0e6 < sum(p.numel() for p in nice.parameters()) < 15.3e6
+
+
+def test_models_are_registered() -> None:
+    assert MODELS.get("dkef") is DKEF and MODELS.get("nice") is NICE
+
+
+# ---------------------------------------------------------------- DKEF
+
+
+def test_dkef_log_density_matches_explicit_formula() -> None:
+    model, data = _small_dkef(3, 5, seed=0, depth=3)
+    x = data[:7]
+    alpha = torch.randn(5, dtype=torch.float64)
+    expected = _explicit_log_density(model, x, alpha)
+    torch.testing.assert_close(model(x, alpha), expected, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        model.alpha.copy_(alpha)
+    torch.testing.assert_close(model(x), expected, rtol=1e-12, atol=1e-12)
+    expected_score = jacobian(lambda v: _explicit_log_density(model, v, alpha).sum(), x)
+    torch.testing.assert_close(model.score(x), expected_score, rtol=1e-10, atol=1e-12)
+
+
+def test_fit_alpha_and_finalize_minimise_the_exact_sm_loss() -> None:
+    model, data = _small_dkef(2, 3, seed=1)
+    with torch.no_grad():
+        model.log10_lambda.fill_(-1.5)
+    x_fit = data[:6]
+
+    def objective(alpha: torch.Tensor) -> torch.Tensor:
+        total = 0
+        for x_n in x_fit:
+            log_p = lambda v: _explicit_log_density(model, v[None], alpha)[0]  # noqa: E731
+            grad = jacobian(log_p, x_n, create_graph=True)
+            hess = hessian(log_p, x_n, create_graph=True)
+            total = total + 0.5 * grad.pow(2).sum() + torch.diagonal(hess).sum()
+        return total / len(x_fit) + 0.5 * 10**-1.5 * alpha.pow(2).sum()
+
+    start = torch.zeros(3, dtype=torch.float64)
+    curvature = hessian(objective, start)
+    assert torch.linalg.eigvalsh(curvature).min() > 0
+    reference = start - torch.linalg.solve(curvature, jacobian(objective, start))
+
+    torch.testing.assert_close(model.fit_alpha(x_fit), reference, rtol=1e-9, atol=1e-10)
+    finalized = model.finalize(x_fit, chunk_size=4)
+    torch.testing.assert_close(finalized, reference, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(model.alpha, reference, rtol=1e-9, atol=1e-10)
+    assert not finalized.requires_grad
+
+
+def test_split_batch_loss_reaches_every_parameter() -> None:
+    model, data = _small_dkef(3, 4, seed=2, depth=3)
+    x = data[:10]
+    loss = split_batch_loss(model, x, _exact_sm_loss)
+    loss.backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, name
+        assert torch.isfinite(parameter.grad).all() and parameter.grad.abs().sum() > 0, name
+
+    # d loss / d log10_lambda by central differences, all in float64.
+    step = 1e-5
+    with torch.no_grad():
+        values = []
+        for sign in (1, -1):
+            model.log10_lambda += sign * step
+            with torch.enable_grad():
+                values.append(split_batch_loss(model, x, _exact_sm_loss).item())
+            model.log10_lambda -= sign * step
+    assert model.log10_lambda.grad.item() == pytest.approx((values[0] - values[1]) / (2 * step), rel=1e-5)
+
+
+def test_importance_sampling_is_exact_for_alpha_zero() -> None:
+    torch.manual_seed(3)
+    model = DKEF(4, n_inducing=6, hidden=5, latent=3)
+    model.init_inducing_points(torch.randn(20, 4))
+    log_z, std_error = log_normaliser_importance_sampling(model, 1000, 300, torch.Generator().manual_seed(0))
+    assert log_z == 0.0 and std_error == 0.0
+    x = torch.randn(9, 4, dtype=torch.float64)
+    expected = (-(x**2).sum(-1) / 8 - 2 * math.log(8 * math.pi)).mean().item()
+    assert mean_log_likelihood(model.double(), x, 0.0, chunk=4) == pytest.approx(expected, rel=1e-12)
+
+
+def test_importance_sampling_matches_closed_form() -> None:
+    """Linear features make E_q0[exp(α k(x, z))] a fast series of Gaussian integrals.
+
+    With φ(x) = Wx + c, y = W(x − z) ~ N(μ = −Wz, Σ = 4WWᵀ) under q0, and
+    E[exp(−a‖y‖²/2)] = det(I + aΣ)^(−1/2) exp(−a/2 μᵀ(I + aΣ)⁻¹μ); expand exp(α k) in powers of k.
+    """
+    sigma, alpha = 1.3, 1.2
+    model = DKEF(2, n_inducing=1, n_kernels=1, init_bandwidths=(sigma,)).double()
+    weight = torch.tensor([[0.8, -0.3], [0.2, 0.5]], dtype=torch.float64)
+    linear = nn.Linear(2, 2).double()
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+        linear.bias.copy_(torch.tensor([0.1, -0.2]))
+        model.alpha.fill_(alpha)
+    model.features[0] = linear
+    z = torch.tensor([[0.5, -0.3]], dtype=torch.float64)
+    model.init_inducing_points(z)
+
+    mu, cov = -(weight @ z[0]), 4.0 * weight @ weight.T
+    z_series = 1.0
+    for j in range(1, 60):
+        a = j / sigma**2
+        shifted = torch.eye(2, dtype=torch.float64) + a * cov
+        gaussian = torch.det(shifted) ** -0.5 * torch.exp(-0.5 * a * mu @ torch.linalg.solve(shifted, mu))
+        z_series += alpha**j / math.factorial(j) * gaussian.item()
+
+    log_z, std_error = log_normaliser_importance_sampling(model, 200_000, 50_000, torch.Generator().manual_seed(0))
+    assert 0 < std_error < 0.01
+    assert abs(log_z - math.log(z_series)) < 3 * std_error
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda m: m(torch.randn(3, 4)), RuntimeError, "init_inducing_points"),
+        (lambda m: m.init_inducing_points(torch.randn(3, 4)), ValueError, "at least n_inducing=5 rows"),
+        (lambda m: m.init_inducing_points(torch.randn(9, 2)), ValueError, r"shape \(batch >= 1, 4\), got \(9, 2\)"),
+        (lambda m: split_batch_loss(m, torch.randn(1, 4), _exact_sm_loss), ValueError, "batch >= 2"),
+    ],
+)
+def test_dkef_rejects_bad_input(call, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        call(DKEF(4, n_inducing=5))
+
+
+def test_dkef_rejects_bad_configuration_and_alpha() -> None:
+    with pytest.raises(ValueError, match="init_bandwidths must be 2 positive numbers"):
+        DKEF(4, n_kernels=2)
+    with pytest.raises(ValueError, match="q0_std must be > 0"):
+        DKEF(4, q0_std=0.0)
+    model = DKEF(4, n_inducing=5)
+    model.init_inducing_points(torch.randn(5, 4))
+    with pytest.raises(ValueError, match=r"alpha must have shape \(5,\), got \(4,\)"):
+        model(torch.randn(2, 4), torch.zeros(4))
+
+
+# ---------------------------------------------------------------- NICE
+
+
+@pytest.mark.parametrize("features", [6, 7])
+def test_nice_is_invertible(features: int) -> None:
+    torch.manual_seed(4)
+    model = NICE(features, hidden=8, depth=3).double()
+    with torch.no_grad():
+        model.log_scale.normal_()
+    x = torch.randn(5, features, dtype=torch.float64)
+    z = model.transform(x)
+    assert (z - x).abs().max() > 0.1
+    torch.testing.assert_close(model.inverse(z), x, rtol=0, atol=1e-12)
+    torch.testing.assert_close(model.transform(model.inverse(x)), x, rtol=0, atol=1e-12)
+
+
+def test_nice_log_likelihood_is_the_change_of_variables() -> None:
+    torch.manual_seed(5)
+    model = NICE(6, hidden=8, depth=3).double()
+    with torch.no_grad():
+        model.log_scale.normal_(std=0.5)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    expected = []
+    for x_n in x:
+        jac = jacobian(lambda v: model.transform(v[None])[0], x_n)
+        z_n = model.transform(x_n[None])[0]
+        log_prior = -0.5 * (z_n**2).sum() - 3 * math.log(2 * math.pi)
+        expected.append(log_prior + torch.linalg.slogdet(jac).logabsdet)
+    torch.testing.assert_close(model(x), torch.stack(expected), rtol=1e-12, atol=1e-12)
+
+
+def test_nice_couplings_alternate_parity() -> None:
+    model = NICE(6, hidden=8, depth=2).double()
+    x = torch.randn(3, 6, dtype=torch.float64)
+    for k, coupling in enumerate(model.couplings):
+        kept = slice(k % 2, None, 2)
+        assert torch.equal(coupling(x)[:, kept], x[:, kept])
+
+
+def test_nice_sample_inverts_gaussian_noise() -> None:
+    torch.manual_seed(6)
+    model = NICE(6, hidden=8, depth=2).double()
+    samples = model.sample(5, torch.Generator().manual_seed(7))
+    noise = torch.randn(5, 6, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    assert samples.shape == (5, 6) and not samples.requires_grad
+    torch.testing.assert_close(model.transform(samples), noise, rtol=0, atol=1e-12)
+
+
+def test_nice_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, 6\), got \(2, 5\)"):
+        NICE(6, hidden=4)(torch.randn(2, 5))
+    with pytest.raises(ValueError, match="in_features must be an int >= 2"):
+        NICE(1)
