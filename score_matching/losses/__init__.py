@@ -1,0 +1,70 @@
+"""Score-matching losses, registered by name in `LOSSES`.
+
+A score function maps x of shape (B, ...) to s of the same shape; a log-density maps it to (B,).
+Every loss returns the batch mean as a scalar with its graph kept, so loss.backward() gives
+parameter gradients, and takes its options as keyword arguments, so a config can call
+`LOSSES.get(name)(fn, x, **kwargs)`. What `fn` is depends on the loss:
+    "sm", "ssm", "ssm_vr", "dsm"   a score function s(x)
+    "anneal_dsm", "anneal_ssm_vr"  a noise-conditional score function s(x, labels)
+    "cp", "approx_bp"              an MLP log-density (nn.Sequential of Linear + activations)
+    "mle"                          a normalised log-density
+"""
+from score_matching.losses.annealed import annealed_dsm, annealed_ssm_vr, geometric_sigmas
+from score_matching.losses.approx_backprop import approx_backprop_score_matching, approx_bp_hessian_diagonal
+from score_matching.losses.common import ConditionalScoreFn, LogDensityFn, ScoreFn, score_from_log_density
+from score_matching.losses.curvature_propagation import cp_hessian_diagonal, curvature_propagation
+from score_matching.losses.denoising import denoising_score_matching
+from score_matching.losses.exact import exact_score_matching, fisher_divergence
+from score_matching.losses.likelihood import maximum_likelihood
+from score_matching.losses.hessian_trace import (
+    TRACE_METHODS,
+    hessian_trace,
+    hessian_trace_batched,
+    hessian_trace_forward,
+    hessian_trace_loop,
+)
+from score_matching.losses.projections import PROJECTIONS, sample_projections
+from score_matching.losses.sliced import sliced_score_matching, sliced_score_matching_vr
+from score_matching.registry import Registry
+
+LOSSES: Registry = Registry("loss")
+for _name, _loss in {
+    "sm": exact_score_matching,
+    "ssm": sliced_score_matching,
+    "ssm_vr": sliced_score_matching_vr,
+    "dsm": denoising_score_matching,
+    "cp": curvature_propagation,
+    "mle": maximum_likelihood,
+    "approx_bp": approx_backprop_score_matching,
+    "anneal_dsm": annealed_dsm,
+    "anneal_ssm_vr": annealed_ssm_vr,
+}.items():
+    LOSSES.register(_name)(_loss)
+
+__all__ = [
+    "LOSSES",
+    "PROJECTIONS",
+    "TRACE_METHODS",
+    "ConditionalScoreFn",
+    "LogDensityFn",
+    "ScoreFn",
+    "annealed_dsm",
+    "annealed_ssm_vr",
+    "approx_backprop_score_matching",
+    "approx_bp_hessian_diagonal",
+    "cp_hessian_diagonal",
+    "curvature_propagation",
+    "denoising_score_matching",
+    "exact_score_matching",
+    "fisher_divergence",
+    "maximum_likelihood",
+    "geometric_sigmas",
+    "hessian_trace",
+    "hessian_trace_batched",
+    "hessian_trace_forward",
+    "hessian_trace_loop",
+    "sample_projections",
+    "score_from_log_density",
+    "sliced_score_matching",
+    "sliced_score_matching_vr",
+]

@@ -1,0 +1,58 @@
+"""Training metrics: TensorBoard scalars, WORKDIR/metrics.jsonl, and a progress line."""
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import time
+from typing import Mapping
+
+logger = logging.getLogger("score_matching")
+
+
+class MetricsWriter:
+    """Writes the same scalars to TensorBoard and as one JSON object per logged step."""
+
+    def __init__(self, workdir: str | pathlib.Path, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.path = pathlib.Path(workdir) / "metrics.jsonl"
+        self._tb = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
+
+    def write(self, step: int, scalars: Mapping[str, float]) -> None:
+        """Logs `scalars` at `step` (no-op on non-zero ranks)."""
+        if not self.enabled:
+            return
+        for key, value in scalars.items():
+            self._tb.add_scalar(key, value, step)
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n")
+        self._tb.flush()
+
+    def close(self) -> None:
+        """Flushes and closes TensorBoard."""
+        if self._tb is not None:
+            self._tb.close()
+
+
+class Progress:
+    """Throughput and ETA over the steps since the last report."""
+
+    def __init__(self, start_step: int, total_steps: int, examples_per_step: int) -> None:
+        self.total, self.examples = total_steps, examples_per_step
+        self._step, self._time = start_step, time.perf_counter()
+
+    def line(self, step: int, loss: float) -> str:
+        """A one-line summary: step, loss, examples/s, seconds per step and ETA."""
+        now = time.perf_counter()
+        steps = max(step - self._step, 1)
+        per_step = (now - self._time) / steps
+        self._step, self._time = step, now
+        eta = per_step * max(self.total - step, 0)
+        return (
+            f"step {step}/{self.total} loss {loss:.5g} | {self.examples / per_step:.1f} ex/s, "
+            f"{per_step * 1e3:.1f} ms/step, ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}"
+        )

@@ -1,0 +1,227 @@
+"""The train / eval / sample loops (score_sde_pytorch style): generic over tasks, DEQ-agnostic.
+
+WORKDIR holds `checkpoints/checkpoint_<step>.pth` (kept snapshots), `checkpoint-meta.pth` (the
+preemption checkpoint a restarted run resumes from), `metrics.jsonl`, `tensorboard/`, `samples/`
+and `eval.json`. `model_transform` and `model_metrics` are the hooks through which `main.py` applies
+patches and reads their diagnostics; this module never looks inside the model.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import resource
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from ml_collections import ConfigDict
+from torch import nn
+
+from score_matching.batching import batch_indices
+from score_matching.checkpoint import load_checkpoint, load_state_strict, rng_state, save_checkpoint, set_rng_state
+from score_matching.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from score_matching.ema import ExponentialMovingAverage
+from score_matching.metrics_log import MetricsWriter, Progress
+from score_matching.optim import get_optimize_fn, get_optimizer
+from score_matching.sampling import save_image_grid, save_samples_npz
+from score_matching.tasks import ModelTransform, Task, build_task
+
+logger = logging.getLogger("score_matching")
+ModelMetrics = Callable[[nn.Module], dict[str, float]]
+DEVICES = ("auto", "cpu", "cuda")
+PREEMPTION_CHECKPOINT = "checkpoint-meta.pth"
+
+
+def get_device(name: str) -> torch.device:
+    """'auto' picks CUDA when available; 'cuda' without a GPU is an error."""
+    if name not in DEVICES:
+        raise ValueError(f"unknown device {name!r}; valid: {list(DEVICES)}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("config.device='cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds torch and numpy (Python's random is not used by the project)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    """Peak CUDA memory allocated by tensors, or the process's peak resident set size on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+
+
+def average_gradients(model: nn.Module, info: DistInfo) -> None:
+    """All-reduces parameter gradients to their mean over processes (data parallelism)."""
+    if info.world_size == 1:
+        return
+    for p in model.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(info.world_size)
+
+
+def _setup(config: ConfigDict, model_transform: ModelTransform) -> tuple[Task, torch.device, DistInfo]:
+    device = get_device(config.device)
+    info = init_distributed(device)
+    if device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    seed_everything(config.seed)
+    task = build_task(config, device, model_transform)
+    return task, device, info
+
+
+def _save(workdir: pathlib.Path, name: str, task: Task, ema, optimizer, step: int) -> None:
+    state = {
+        "model": task.model.state_dict(),
+        "ema": ema.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "rng": rng_state(),
+    }
+    save_checkpoint(workdir / name, state)
+
+
+def _restore(path: pathlib.Path, task: Task, ema, optimizer, device: torch.device) -> int:
+    state = load_checkpoint(path, map_location=device)
+    load_state_strict(task.model, state["model"], f"model in {path}")
+    ema.load_state_dict(state["ema"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    return state["step"]
+
+
+def _with_ema(task: Task, ema: ExponentialMovingAverage, fn: Callable[[], dict]) -> dict:
+    """Runs fn with the EMA weights swapped in and its own RNG stream, so training is unaffected."""
+    ema.swap_in(task.model)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return fn()
+    finally:
+        ema.swap_out(task.model)
+
+
+def train(config: ConfigDict, workdir: str, model_transform: ModelTransform, model_metrics: ModelMetrics) -> None:
+    """Trains `config.model`, resuming from WORKDIR's preemption checkpoint if one exists."""
+    workdir_path = pathlib.Path(workdir)
+    task, device, info = _setup(config, model_transform)
+    model = task.model
+    optimizer = get_optimizer(config, model.parameters())
+    optimize_fn = get_optimize_fn(config)
+    ema = ExponentialMovingAverage(model, config.model.ema_rate)
+    start = 0
+    if (workdir_path / PREEMPTION_CHECKPOINT).is_file():
+        start = _restore(workdir_path / PREEMPTION_CHECKPOINT, task, ema, optimizer, device)
+        logger.info("resumed from %s at step %d", workdir_path / PREEMPTION_CHECKPOINT, start)
+    writer = MetricsWriter(workdir_path, enabled=info.is_main)
+    training = config.training
+    progress = Progress(start, training.n_iters, training.batch_size)
+    step_times: list[float] = []
+    for step in range(start, training.n_iters):
+        idx = batch_indices(task.n_train, training.batch_size, step, config.seed, info.rank, info.world_size)
+        batch = task.get_batch(idx, step)
+        tic = time.perf_counter()
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        loss = task.loss_fn(model, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss.item()} at step {step}")
+        loss.backward()
+        average_gradients(model, info)
+        grad_norm = optimize_fn(optimizer, model.parameters(), step)
+        ema.update(model)
+        step_times.append(time.perf_counter() - tic)
+        done = step + 1
+        if done % training.log_freq == 0 or done == training.n_iters:
+            mean_loss = all_reduce_mean(loss.detach(), info).item()
+            scalars = {
+                "loss": mean_loss,
+                "grad_norm": grad_norm,
+                "time_per_step_ms": 1e3 * float(np.median(step_times)),
+                "peak_memory_mib": peak_memory_mib(device),
+                **model_metrics(model),
+            }
+            step_times.clear()
+            writer.write(done, scalars)
+            if info.is_main:
+                logger.info(progress.line(done, mean_loss))
+        if training.eval_freq > 0 and done % training.eval_freq == 0:
+            scalars = _with_ema(task, ema, lambda: task.quick_eval(model))
+            writer.write(done, {f"eval/{k}": v for k, v in scalars.items()})
+        if task.sample is not None and training.sample_freq > 0 and done % training.sample_freq == 0 and info.is_main:
+            _write_samples(config, workdir_path / "samples", f"step_{done}", task, ema)
+        if info.is_main and (done % training.snapshot_freq == 0 or done == training.n_iters):
+            _save(workdir_path / "checkpoints", f"checkpoint_{done}.pth", task, ema, optimizer, done)
+        if info.is_main and (done % training.preemption_freq == 0 or done == training.n_iters):
+            _save(workdir_path, PREEMPTION_CHECKPOINT, task, ema, optimizer, done)
+        if done % training.preemption_freq == 0:
+            barrier(info)
+    writer.close()
+
+
+def _write_samples(config: ConfigDict, folder: pathlib.Path, stem: str, task: Task, ema: ExponentialMovingAverage) -> None:
+    generator = torch.Generator(device=next(task.model.parameters()).device).manual_seed(config.seed)
+
+    def run() -> dict:
+        samples = task.sample(task.model, config.sampling.n_samples, generator)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_image_grid(samples, folder / f"{stem}.png", nrow=int(len(samples) ** 0.5))
+        save_samples_npz(samples, folder / f"{stem}.npz")
+        return {}
+
+    _with_ema(task, ema, run)
+
+
+def _checkpoint_path(workdir: pathlib.Path, which: str) -> pathlib.Path:
+    if which == "latest":
+        return workdir / PREEMPTION_CHECKPOINT
+    if not which.isdigit():
+        raise ValueError(f"eval.checkpoint must be 'latest' or a step number, got {which!r}")
+    return workdir / "checkpoints" / f"checkpoint_{which}.pth"
+
+
+def _load_for_eval(config: ConfigDict, workdir: str, model_transform: ModelTransform) -> tuple[Task, ExponentialMovingAverage, int]:
+    task, device, _ = _setup(config, model_transform)
+    ema = ExponentialMovingAverage(task.model, config.model.ema_rate)
+    path = _checkpoint_path(pathlib.Path(workdir), str(config.eval.checkpoint))
+    step = _restore(path, task, ema, None, device)
+    if config.eval.use_ema:
+        ema.swap_in(task.model)
+    task.model.eval()
+    return task, ema, step
+
+
+def evaluate(config: ConfigDict, workdir: str, model_transform: ModelTransform, model_metrics: ModelMetrics) -> dict:
+    """Evaluates a checkpoint with autograd on (score-matching metrics need it); writes eval.json."""
+    task, _, step = _load_for_eval(config, workdir, model_transform)
+    if task.prepare_eval is not None:
+        task.prepare_eval(task.model)
+    metrics = {"step": step, "ema": bool(config.eval.use_ema), **task.evaluate(task.model), **model_metrics(task.model)}
+    path = pathlib.Path(workdir) / "eval.json"
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    logger.info("wrote %s: %s", path, metrics)
+    return metrics
+
+
+def sample(config: ConfigDict, workdir: str, model_transform: ModelTransform) -> pathlib.Path:
+    """Draws config.sampling.n_samples images from a checkpoint into WORKDIR/samples."""
+    task, _, step = _load_for_eval(config, workdir, model_transform)
+    if task.sample is None:
+        raise ValueError(f"model {config.model.name!r} does not generate images; --mode=sample is for image models")
+    generator = torch.Generator(device=next(task.model.parameters()).device).manual_seed(config.seed)
+    samples = task.sample(task.model, config.sampling.n_samples, generator)
+    folder = pathlib.Path(workdir) / "samples"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_image_grid(samples, folder / f"sample_step_{step}.png", nrow=int(len(samples) ** 0.5))
+    save_samples_npz(samples, folder / f"sample_step_{step}.npz")
+    return folder

@@ -1,0 +1,75 @@
+"""NCSN: noise-conditional score networks trained with an annealed loss, sampled by annealed Langevin."""
+from __future__ import annotations
+
+import functools
+
+import torch
+from ml_collections import ConfigDict
+from torch import Tensor, nn
+
+from score_matching.losses import LOSSES
+from score_matching.models import MODELS
+from score_matching.sampling import annealed_langevin_dynamics, geometric_sigmas
+from score_matching.tasks import ModelTransform, Task, register_task
+from score_matching.tasks.common import first_rows, load_data, loss_kwargs, stack_images
+
+ANNEALED_LOSSES = ("anneal_dsm", "anneal_ssm_vr")
+
+
+def build_ncsn_model(config: ConfigDict, in_channels: int) -> nn.Module:
+    """The registered NCSN model named config.model.name, with the config's noise levels."""
+    m = config.model
+    sigmas = geometric_sigmas(m.sigma_max, m.sigma_min, m.num_scales)
+    return MODELS.get(m.name)(
+        sigmas=sigmas,
+        in_channels=in_channels,
+        image_size=config.data.image_size,
+        ngf=m.ngf,
+        activation=m.activation,
+        conditioning=m.conditioning,
+    )
+
+
+@register_task("ncsn_refinenet", "ncsn_twores")
+def build(config: ConfigDict, device: torch.device, model_transform: ModelTransform) -> Task:
+    """The NCSN task: annealed DSM or SSM-VR on images in [0, 1]."""
+    if config.loss.name not in ANNEALED_LOSSES:
+        raise ValueError(f"NCSN trains with an annealed loss; config.loss.name={config.loss.name!r}, valid: {list(ANNEALED_LOSSES)}")
+    data = load_data(config, image_size=config.data.image_size)
+    channels = data.image_shape[0]
+    n_train = len(data.train) if config.data.max_train <= 0 else min(config.data.max_train, len(data.train))
+    model = build_ncsn_model(config, channels).to(device)
+    sigmas = model.sigmas
+    probe = stack_images(data.train, torch.arange(2), device)
+    model = model_transform(model, (probe, torch.zeros(2, dtype=torch.long, device=device)))
+    loss = functools.partial(LOSSES.get(config.loss.name), sigmas=sigmas, **loss_kwargs(config))
+    n_test = len(data.test) if config.data.max_eval <= 0 else min(config.data.max_eval, len(data.test))
+
+    def loss_fn(net: nn.Module, x: Tensor) -> Tensor:
+        return loss(net, x)
+
+    def test_loss(net: nn.Module, n_rows: int) -> float:
+        generator = torch.Generator(device=device).manual_seed(config.seed)
+        total = 0.0
+        batch = config.eval.batch_size
+        for start in range(0, n_rows, batch):
+            idx = torch.arange(start, min(start + batch, n_rows))
+            x = stack_images(data.test, idx, device)
+            total += loss(net, x, generator=generator).item() * len(idx)
+        return total / n_rows
+
+    def sample(net: nn.Module, n: int, generator: torch.Generator) -> Tensor:
+        x_init = torch.rand((n, *data.image_shape), generator=generator, device=device)
+        s = config.sampling
+        x = annealed_langevin_dynamics(net, x_init, sigmas, s.n_steps_each, s.step_lr, s.denoise, generator=generator)
+        return x.clamp(0.0, 1.0)
+
+    return Task(
+        model=model,
+        n_train=n_train,
+        get_batch=lambda idx, step: stack_images(data.train, idx, device),
+        loss_fn=loss_fn,
+        evaluate=lambda net: {f"test_{config.loss.name}_loss": test_loss(net, n_test), "n_test": n_test},
+        quick_eval=lambda net: {f"test_{config.loss.name}_loss": test_loss(net, min(n_test, config.eval.batch_size))},
+        sample=sample,
+    )

@@ -1,0 +1,130 @@
+"""The train/eval loop, configs and patches: golden losses, exact resume, baseline identity."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from configs.validate import validate_config
+from main import model_transform_for
+from patches import apply_patch, swappable_layers
+from score_matching import run
+from score_matching.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
+from score_matching.tasks import build_task
+from tiny_runs import BASELINES, GOLDEN, tiny_config, train_losses
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("data_root")
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_baseline_configs_reproduce_their_golden_losses(name, tmp_path):
+    golden = json.loads(GOLDEN.read_text())[name]
+    losses = train_losses(tiny_config(name), tmp_path)
+    assert losses == pytest.approx(golden, rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["dkef_deq", "ncsn_deq"])
+def test_a_resumed_run_equals_an_uninterrupted_one(name, tmp_path):
+    full = train_losses(tiny_config(name, training__n_iters=4), tmp_path / "full")
+    first = train_losses(tiny_config(name, training__n_iters=2), tmp_path / "split")
+    resumed = train_losses(tiny_config(name, training__n_iters=4), tmp_path / "split")
+    assert len(first) == 2 and resumed[:2] == first  # metrics.jsonl is appended to
+    assert resumed == full
+
+
+def _build(config):
+    torch.manual_seed(config.seed)
+    return build_task(config, torch.device("cpu"), model_transform_for(config)).model
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_no_layer_toggled_is_the_baseline_bit_for_bit(name):
+    config = tiny_config(name)
+    assert config.deq.layers == ""
+    torch.manual_seed(config.seed)
+    plain = build_task(config, torch.device("cpu"), lambda model, inputs: model).model
+    patched = _build(config)
+    a, b = plain.state_dict(), patched.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [type(m) for m in plain.modules()] == [type(m) for m in patched.modules()]
+
+
+@pytest.mark.parametrize(
+    "deq_name, base_name, swapped",
+    [("ncsn_deq", "ncsn_twores", ["deq_res"]), ("dkef_deq", "dkef_baseline", ["features.0.stack", "features.1.stack", "features.2.stack"]),
+     ("nice_deq", "nice_baseline", [f"couplings.{k}.net.stack" for k in range(4)])],
+)
+def test_deq_configs_differ_from_their_baselines_only_in_swapped_modules(deq_name, base_name, swapped):
+    deq_model, base_model = _build(tiny_config(deq_name)), _build(tiny_config(base_name))
+
+    def outside(model):
+        return {n: type(m).__name__ for n, m in model.named_modules() if not any(n == s or n.startswith(s + ".") for s in swapped)}
+
+    assert outside(deq_model) == outside(base_model)
+    for s in swapped:
+        assert type(deq_model.get_submodule(s)).__name__ == "DEQBlock"
+        assert type(base_model.get_submodule(s)).__name__ != "DEQBlock"
+    base_state = base_model.state_dict()
+    for key, value in deq_model.state_dict().items():
+        if not any(key.startswith(s + ".") for s in swapped):
+            assert torch.equal(value, base_state[key]), key
+
+
+def test_eval_writes_eval_json_with_autograd_metrics(tmp_path):
+    config = tiny_config("dkef_deq")
+    train_losses(config, tmp_path)
+    metrics = run.evaluate(config, str(tmp_path), model_transform_for(config), lambda m: {})
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["test_sm_loss"] == pytest.approx(metrics["test_sm_loss"])
+    for key in ("test_log_likelihood", "log_normaliser_std_error", "params", "step"):
+        assert key in saved
+
+
+def test_unknown_layers_and_options_list_the_valid_choices():
+    config = tiny_config("dkef_deq", deq__layers="featur")
+    with pytest.raises(ValueError, match=r"unknown DEQ layer\(s\) \['featur'\].*'feature0'.*'feature'"):
+        _build(config)
+    config = tiny_config("dkef_deq", deq__per_layer="feature:solver=anderson,toll=1")
+    with pytest.raises(ValueError, match="key must be one of"):
+        _build(config)
+    config = tiny_config("dkef_deq", deq__solver="broyden")
+    with pytest.raises(ValueError, match=r"deq.solver='broyden'.*anderson.*picard"):
+        validate_config(config)
+
+
+def test_per_layer_options_reach_each_layer():
+    config = tiny_config("dkef_deq", deq__layers="feature0,feature2", deq__per_layer="feature2:solver=anderson,tol=1e-6,warm_start=true")
+    model = _build(config)
+    assert type(model.features[1].stack).__name__ == "MLPStack"
+    first, last = model.features[0].stack.deq, model.features[2].stack.deq
+    assert (first.solver, first.tol, first.warm_start) == ("picard", config.deq.tol, False)
+    assert (last.solver, last.tol, last.warm_start) == ("anderson", 1e-6, True)
+
+
+def test_checkpoints_are_atomic_and_loading_is_strict(tmp_path):
+    path = tmp_path / "ckpt.pth"
+    save_checkpoint(path, {"a": torch.ones(2)})
+    with pytest.raises(Exception):
+        save_checkpoint(path, {"a": lambda: None})  # unpicklable: the old file must survive
+    assert torch.equal(load_checkpoint(path)["a"], torch.ones(2))
+    assert list(tmp_path.iterdir()) == [path]
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(KeyError, match=r"missing keys \['bias'\].*unexpected keys \['extra'\]"):
+        load_state_strict(model, {"weight": torch.zeros(2, 2), "extra": torch.zeros(1)}, "model")
+
+
+def test_main_rejects_bad_flags_before_any_work(tmp_path):
+    def main(*flags):
+        return subprocess.run([sys.executable, "main.py", "--config=configs/dkef_deq.py", f"--workdir={tmp_path}", *flags],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    result = main("--config.deq.grad=jfb")
+    assert result.returncode != 0 and "deq.grad='jfb'" in result.stderr and "implicit" in result.stderr
+    result = main("--config.deq.nonexistent=1")
+    assert result.returncode != 0 and "nonexistent" in result.stderr
+    result = main("--mode=fit")
+    assert result.returncode != 0 and "train" in result.stderr and "sample" in result.stderr
+    assert not (tmp_path / "metrics.jsonl").exists()
