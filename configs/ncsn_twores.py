@@ -1,22 +1,26 @@
-"""TwoRes-SSM-VR NCSN on MNIST (paper table 8(b) with the DEQ turned off): a short CPU-sized run."""
+"""TwoRes-SSM-VR NCSN on MNIST (paper table 8(b) with the DEQ turned off): a short CPU-sized run.
+
+Sized so that the README's quick start (train, samples, eval) fits in minutes on a 2-core CPU.
+Paper scale: configs/paper_rows.py ("table5/...": CIFAR-10, ngf 128, batch 128, 200k steps).
+"""
 from configs.default import get_default_config
 
 
 def get_config():
     config = get_default_config()
     config.model.name = "ncsn_twores"
-    config.model.ngf = 16
+    config.model.ngf = 8
     config.model.activation = "elu"
     config.loss.name = "anneal_ssm_vr"
     config.data.dataset = "mnist"
     config.data.image_size = 28
-    config.training.batch_size = 64
-    config.training.n_iters = 300
+    config.training.batch_size = 32
+    config.training.n_iters = 200
     config.training.log_freq = 25
     config.training.eval_freq = 100
-    config.training.snapshot_freq = 300
+    config.training.snapshot_freq = 200
     config.training.preemption_freq = 50
-    config.training.sample_freq = 0
+    config.training.sample_freq = 200
     config.sampling.n_samples = 36
     config.sampling.n_steps_each = 10
     config.eval.batch_size = 128

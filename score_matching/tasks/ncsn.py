@@ -61,7 +61,8 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
     def sample(net: nn.Module, n: int, generator: torch.Generator) -> Tensor:
         x_init = torch.rand((n, *data.image_shape), generator=generator, device=device)
         s = config.sampling
-        x = annealed_langevin_dynamics(net, x_init, sigmas, s.n_steps_each, s.step_lr, s.denoise, generator=generator)
+        with torch.no_grad():  # a score network needs no graph to be evaluated
+            x = annealed_langevin_dynamics(net, x_init, sigmas, s.n_steps_each, s.step_lr, s.denoise, generator=generator)
         return x.clamp(0.0, 1.0)
 
     return Task(
