@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from deq_plugin.gradients import adjoint_spec, implicit_fixed_point, phantom_steps
 from deq_plugin.norms import refresh_spectral_norms
@@ -186,10 +187,11 @@ class DEQ(nn.Module):
         refresh_spectral_norms(self.cell, u.shape, update=self.training)
         track = torch.is_grad_enabled()
         if track and self.grad == "unrolled":
-            result = self._solve(u, z_init, check_every, context)
+            with parametrize.cached():  # normalised weights computed once per solve, not per step
+                result = self._solve(u, z_init, check_every, context)
             z = result.z
         else:
-            with torch.no_grad():
+            with torch.no_grad(), parametrize.cached():
                 result = self._solve(u, z_init, check_every, context)
             z = result.z
             if track and self.grad == "phantom":

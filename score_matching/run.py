@@ -69,6 +69,29 @@ def average_gradients(model: nn.Module, info: DistInfo) -> None:
             p.grad.div_(info.world_size)
 
 
+def get_step_fn(
+    config: ConfigDict, task: Task, optimizer: torch.optim.Optimizer, ema: ExponentialMovingAverage, info: DistInfo
+) -> Callable[[int, object], tuple[torch.Tensor, float]]:
+    """The training step (step, batch) -> (loss, grad norm): loss, backward, gradient averaging
+    over processes, warm-up and clipping (`get_optimize_fn`), the update and the EMA."""
+    optimize_fn = get_optimize_fn(config)
+    model = task.model
+
+    def step_fn(step: int, batch: object) -> tuple[torch.Tensor, float]:
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        loss = task.loss_fn(model, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss.item()} at step {step}")
+        loss.backward()
+        average_gradients(model, info)
+        grad_norm = optimize_fn(optimizer, model.parameters(), step)
+        ema.update(model)
+        return loss.detach(), grad_norm
+
+    return step_fn
+
+
 def _setup(config: ConfigDict, model_transform: ModelTransform) -> tuple[Task, torch.device, DistInfo]:
     device = get_device(config.device)
     info = init_distributed(device)
@@ -101,7 +124,7 @@ def _restore(path: pathlib.Path, task: Task, ema, optimizer, device: torch.devic
     return state["step"]
 
 
-def _with_ema(task: Task, ema: ExponentialMovingAverage, fn: Callable[[], dict]) -> dict:
+def _with_ema(task: Task, ema: ExponentialMovingAverage, fn: Callable[[], object]) -> object:
     """Runs fn with the EMA weights swapped in and its own RNG stream, so training is unaffected."""
     ema.swap_in(task.model)
     try:
@@ -117,7 +140,6 @@ def train(config: ConfigDict, workdir: str, model_transform: ModelTransform, mod
     task, device, info = _setup(config, model_transform)
     model = task.model
     optimizer = get_optimizer(config, model.parameters())
-    optimize_fn = get_optimize_fn(config)
     ema = ExponentialMovingAverage(model, config.model.ema_rate)
     start = 0
     if (workdir_path / PREEMPTION_CHECKPOINT).is_file():
@@ -127,23 +149,16 @@ def train(config: ConfigDict, workdir: str, model_transform: ModelTransform, mod
     training = config.training
     progress = Progress(start, training.n_iters, training.batch_size)
     step_times: list[float] = []
+    step_fn = get_step_fn(config, task, optimizer, ema, info)
     for step in range(start, training.n_iters):
         idx = batch_indices(task.n_train, training.batch_size, step, config.seed, info.rank, info.world_size)
         batch = task.get_batch(idx, step)
         tic = time.perf_counter()
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        loss = task.loss_fn(model, batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {step}")
-        loss.backward()
-        average_gradients(model, info)
-        grad_norm = optimize_fn(optimizer, model.parameters(), step)
-        ema.update(model)
+        loss, grad_norm = step_fn(step, batch)
         step_times.append(time.perf_counter() - tic)
         done = step + 1
         if done % training.log_freq == 0 or done == training.n_iters:
-            mean_loss = all_reduce_mean(loss.detach(), info).item()
+            mean_loss = all_reduce_mean(loss, info).item()
             scalars = {
                 "loss": mean_loss,
                 "grad_norm": grad_norm,
@@ -159,7 +174,7 @@ def train(config: ConfigDict, workdir: str, model_transform: ModelTransform, mod
             scalars = _with_ema(task, ema, lambda: task.quick_eval(model))
             writer.write(done, {f"eval/{k}": v for k, v in scalars.items()})
         if task.sample is not None and training.sample_freq > 0 and done % training.sample_freq == 0 and info.is_main:
-            _write_samples(config, workdir_path / "samples", f"step_{done}", task, ema)
+            _with_ema(task, ema, lambda: _draw_and_save(config, task, workdir_path / "samples", f"step_{done}"))
         if info.is_main and (done % training.snapshot_freq == 0 or done == training.n_iters):
             _save(workdir_path / "checkpoints", f"checkpoint_{done}.pth", task, ema, optimizer, done)
         if info.is_main and (done % training.preemption_freq == 0 or done == training.n_iters):
@@ -169,17 +184,13 @@ def train(config: ConfigDict, workdir: str, model_transform: ModelTransform, mod
     writer.close()
 
 
-def _write_samples(config: ConfigDict, folder: pathlib.Path, stem: str, task: Task, ema: ExponentialMovingAverage) -> None:
+def _draw_and_save(config: ConfigDict, task: Task, folder: pathlib.Path, stem: str) -> None:
+    """Draws config.sampling.n_samples images and saves them as a PNG grid and an .npz."""
     generator = torch.Generator(device=next(task.model.parameters()).device).manual_seed(config.seed)
-
-    def run() -> dict:
-        samples = task.sample(task.model, config.sampling.n_samples, generator)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_image_grid(samples, folder / f"{stem}.png", nrow=int(len(samples) ** 0.5))
-        save_samples_npz(samples, folder / f"{stem}.npz")
-        return {}
-
-    _with_ema(task, ema, run)
+    samples = task.sample(task.model, config.sampling.n_samples, generator)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_image_grid(samples, folder / f"{stem}.png", nrow=int(len(samples) ** 0.5))
+    save_samples_npz(samples, folder / f"{stem}.npz")
 
 
 def _checkpoint_path(workdir: pathlib.Path, which: str) -> pathlib.Path:
@@ -218,10 +229,6 @@ def sample(config: ConfigDict, workdir: str, model_transform: ModelTransform) ->
     task, _, step = _load_for_eval(config, workdir, model_transform)
     if task.sample is None:
         raise ValueError(f"model {config.model.name!r} does not generate images; --mode=sample is for image models")
-    generator = torch.Generator(device=next(task.model.parameters()).device).manual_seed(config.seed)
-    samples = task.sample(task.model, config.sampling.n_samples, generator)
     folder = pathlib.Path(workdir) / "samples"
-    folder.mkdir(parents=True, exist_ok=True)
-    save_image_grid(samples, folder / f"sample_step_{step}.png", nrow=int(len(samples) ** 0.5))
-    save_samples_npz(samples, folder / f"sample_step_{step}.npz")
+    _draw_and_save(config, task, folder, f"sample_step_{step}")
     return folder

@@ -128,3 +128,22 @@ def test_main_rejects_bad_flags_before_any_work(tmp_path):
     result = main("--mode=fit")
     assert result.returncode != 0 and "train" in result.stderr and "sample" in result.stderr
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_sample_mode_writes_a_grid_and_arrays(tmp_path):
+    import numpy as np
+
+    config = tiny_config("ncsn_deq")
+    train_losses(config, tmp_path)
+    folder = run.sample(config, str(tmp_path), model_transform_for(config))
+    arrays = np.load(folder / "sample_step_3.npz")["samples"]
+    assert arrays.shape == (4, 1, 28, 28) and 0 <= arrays.min() and arrays.max() <= 1
+    assert (folder / "sample_step_3.png").stat().st_size > 0
+
+
+def test_every_paper_row_is_a_valid_config():
+    from configs.paper_rows import ROWS, row_config
+
+    assert len(ROWS) == 3 * 9 + 2 * 4 + 7 + 3
+    for name in ROWS:
+        validate_config(row_config(name))

@@ -1,0 +1,76 @@
+"""Peak memory of one step above the memory already allocated when it starts.
+
+- CUDA: `torch.cuda.max_memory_allocated` after `reset_peak_memory_stats`, minus
+  `memory_allocated` before the step (the caching allocator's own counters).
+- CPU: torch has no CPU counterpart of those counters, so the step runs under
+  `torch.profiler.profile(profile_memory=True)`. The profiler reports every allocation and free of
+  the c10 CPU allocator (which backs every CPU tensor) as a signed "[memory]" event; the running
+  sum of those events in time order is the tensor memory allocated since the step began, and its
+  maximum is the peak. This is exact, deterministic and independent of what ran before in the
+  process, unlike RSS: `ru_maxrss` never decreases, so after a warm-up it hides the step's peak,
+  and glibc keeps freed pages, so RSS deltas undercount reuse. The profiler only knows the size
+  of blocks it saw allocated, so the step runs once unmeasured under the same profiler first (see
+  `cpu_peak_bytes`). Not counted: memory that is not a tensor storage (Python objects, scratch
+  buffers a library takes from malloc) and allocations by threads the profiler does not follow
+  (e.g. a Python thread started inside the step). Autograd's CPU backward runs on the calling
+  thread, so a training step is covered.
+Both devices measure the second of two consecutive steps, so they see the same state.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile, record_function
+
+MIB = 2**20
+_PROBE = "benchmarks.memory.probe"
+
+
+def cpu_peak_bytes(step: Callable[[], object]) -> int:
+    """Peak CPU tensor memory allocated during step() above what was allocated before, in bytes.
+
+    step() runs twice under the profiler and only the second run is measured: the profiler learns
+    the size of a block only if it saw it allocated, so the first run makes it account for the
+    tensors one step leaves to the next and frees there (e.g. gradients set to None by zero_grad).
+    """
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+        with record_function(_PROBE):
+            step()
+    events = prof.profiler.kineto_results.events()
+    probe = next(e for e in events if e.name() == _PROBE)
+    memory = sorted(  # a stable sort: events at the same time keep their recorded order
+        (e for e in events if e.name() == "[memory]" and e.device_type() == DeviceType.CPU), key=lambda e: e.start_ns()
+    )
+    live = sum(e.nbytes() for e in memory if e.start_ns() < probe.start_ns())
+    start, peak = live, live
+    for event in memory:
+        if probe.start_ns() <= event.start_ns() <= probe.end_ns():
+            live += event.nbytes()
+            peak = max(peak, live)
+    return peak - start
+
+
+def cuda_peak_bytes(step: Callable[[], object], device: torch.device) -> int:
+    """Peak CUDA memory allocated during step() above what was allocated before, in bytes.
+
+    step() runs twice, like `cpu_peak_bytes`, and the second run is measured.
+    """
+    step()
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    step()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def peak_bytes(step: Callable[[], object], device: torch.device) -> int:
+    """Peak memory of the second of two step() runs above its starting point on `device`."""
+    if device.type == "cuda":
+        return cuda_peak_bytes(step, device)
+    if device.type == "cpu":
+        return cpu_peak_bytes(step)
+    raise ValueError(f"unsupported device {device.type!r}; valid: ['cpu', 'cuda']")

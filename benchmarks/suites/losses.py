@@ -1,0 +1,96 @@
+"""Suite `losses`: exact score matching's Hessian trace, batched against the per-dimension loop.
+
+The model is an explicit MLP energy log p(x) = MLP(x) − ½‖x‖² (`benchmarks.models.MLPEnergy`,
+softplus, `depth` hidden layers of width `hidden`) trained with `exact_score_matching` on
+standard-normal data of dimension d = 15, 100 and 200. Each d is a model family
+"mlp-energy-d<d>" with the variants of `score_matching.losses.TRACE_METHODS`: "batched" (vmapped
+backward passes over all d one-hot cotangents), "forward" (vmapped forward-mode products) and
+"loop" (one backward pass per dimension), the reference.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import torch
+
+from benchmarks.harness import Bench, training_bench
+from benchmarks.models import MLPEnergy
+from benchmarks.plots import MEMORY, TIME, families, save, title
+from benchmarks.report import Target, ratio_of
+from benchmarks.suites import Suite, Variant
+from score_matching.losses import TRACE_METHODS, exact_score_matching, score_from_log_density
+
+DIMENSIONS = (15, 100, 200)
+VARIANTS = tuple(Variant(f"mlp-energy-d{d}", trace) for d in DIMENSIONS for trace in TRACE_METHODS)
+GOAL_DIMENSION, GOAL_SPEEDUP = 100, 5.0
+
+
+def sizes(quick: bool) -> dict[str, Any]:
+    """Sizes of the high-dimensional DKEF experiments (batch 128), or shrunk ones with `quick`."""
+    return {
+        "seed": 0,
+        "warmup": 2 if quick else 3,
+        "steps": 5 if quick else 20,
+        "batch": 32 if quick else 128,
+        "hidden": 64 if quick else 256,
+        "depth": 3,
+        "lr": 1e-3,
+    }
+
+
+def _dimension(variant: Variant) -> int:
+    return int(variant.model.removeprefix("mlp-energy-d"))
+
+
+def build(variant: Variant, s: dict[str, Any], device: torch.device) -> Bench:
+    """The MLP energy for `variant`'s dimension, trained with its trace method."""
+    d = _dimension(variant)
+    torch.manual_seed(s["seed"])
+    model = MLPEnergy(d, s["hidden"], s["depth"]).to(device)
+    generator = torch.Generator(device=device).manual_seed(s["seed"])
+    x = torch.randn(s["batch"], d, generator=generator, device=device)
+    # "forward" differentiates the score with torch.func, which needs a torch.func-built score.
+    score_fn = score_from_log_density(model, functional=variant.name == "forward")
+    return training_bench(model, lambda: exact_score_matching(score_fn, x, trace=variant.name), s["lr"])
+
+
+def targets(result: dict[str, Any]) -> list[Target]:
+    """The goal: the batched trace at least 5× faster than the loop at d = 100."""
+    model = f"mlp-energy-d{GOAL_DIMENSION}"
+    speedup = ratio_of(result, model, "loop", "batched", "step_ms")
+    return [Target(f"{model}: loop time / batched time", speedup, GOAL_SPEEDUP, at_most=False)]
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Step time and memory against d, one line per trace method."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    groups = families(result)
+    for ax, (field, label, _) in zip(axes, (TIME, MEMORY)):
+        for method in TRACE_METHODS:
+            points = [(int(m.removeprefix("mlp-energy-d")), v[field]) for m, vs in groups.items() for v in vs
+                      if v["name"] == method and v[field] is not None]
+            if points:
+                ax.plot(*zip(*points), "o-", label=method)
+        ax.set_xlabel("data dimension d")
+        ax.set_ylabel(label)
+        ax.set_yscale("log")
+        ax.set_xticks(list(DIMENSIONS))
+        ax.grid(alpha=0.3)
+        ax.legend(title="Hessian trace")
+    fig.suptitle(title(result))
+    save(fig, path)
+
+
+SUITE = Suite(
+    name="losses",
+    description="exact-SM Hessian trace: batched vs forward-mode vs per-dimension loop, d = 15, 100, 200",
+    step="one training step: forward, exact-SM loss, backward, Adam step",
+    reference="loop",
+    variants=VARIANTS,
+    sizes=sizes,
+    build=build,
+    plot=plot,
+    targets=targets,
+)
