@@ -9,7 +9,6 @@ import torch
 
 from configs.validate import validate_config
 from main import model_transform_for
-from patches import apply_patch, swappable_layers
 from score_matching import run
 from score_matching.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
 from score_matching.tasks import build_task

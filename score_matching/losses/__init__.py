@@ -9,7 +9,7 @@ parameter gradients, and takes its options as keyword arguments, so a config can
     "cp", "approx_bp"              an MLP log-density (nn.Sequential of Linear + activations)
     "mle"                          a normalised log-density
 """
-from score_matching.losses.annealed import annealed_dsm, annealed_ssm_vr, geometric_sigmas
+from score_matching.losses.annealed import annealed_dsm, annealed_ssm_vr
 from score_matching.losses.approx_backprop import approx_backprop_score_matching, approx_bp_hessian_diagonal
 from score_matching.losses.common import ConditionalScoreFn, LogDensityFn, ScoreFn, score_from_log_density
 from score_matching.losses.curvature_propagation import cp_hessian_diagonal, curvature_propagation
@@ -58,7 +58,6 @@ __all__ = [
     "exact_score_matching",
     "fisher_divergence",
     "maximum_likelihood",
-    "geometric_sigmas",
     "hessian_trace",
     "hessian_trace_batched",
     "hessian_trace_forward",

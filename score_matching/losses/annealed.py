@@ -6,7 +6,6 @@ every noise level contribute on the same scale, as in NCSN).
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor
@@ -14,7 +13,6 @@ from torch import Tensor
 from score_matching.losses.common import (
     ConditionalScoreFn,
     check_batch,
-    check_positive,
     check_positive_int,
     per_sample_sum,
     replicate,
@@ -23,17 +21,6 @@ from score_matching.losses.common import (
 )
 from score_matching.losses.projections import sample_projections
 from score_matching.losses.sliced import projected_hessian_terms
-
-
-def geometric_sigmas(
-    sigma_begin: float, sigma_end: float, num_classes: int, dtype: torch.dtype | None = None
-) -> Tensor:
-    """num_classes noise levels from sigma_begin to sigma_end, evenly spaced in log (NCSN's schedule)."""
-    check_positive("sigma_begin", sigma_begin)
-    check_positive("sigma_end", sigma_end)
-    check_positive_int("num_classes", num_classes)
-    levels = torch.logspace(math.log10(sigma_begin), math.log10(sigma_end), num_classes, dtype=torch.float64)
-    return levels.to(dtype or torch.get_default_dtype())
 
 
 def annealed_dsm(
@@ -105,8 +92,9 @@ def _noise_levels(
     n_levels = sigmas.numel()
     if labels is None:
         labels = torch.randint(0, n_levels, (x.shape[0],), device=x.device, generator=generator)
-    elif labels.shape != (x.shape[0],) or labels.dtype != torch.long:
-        raise ValueError(f"labels must be a LongTensor of shape ({x.shape[0]},), got {labels.dtype} {tuple(labels.shape)}")
+    elif not isinstance(labels, Tensor) or labels.shape != (x.shape[0],) or labels.dtype != torch.long:
+        got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(f"labels must be a LongTensor of shape ({x.shape[0]},), got {got}")
     elif not (0 <= int(labels.min()) and int(labels.max()) < n_levels):
         raise ValueError(f"labels must index sigmas, i.e. lie in [0, {n_levels}), got {labels.tolist()}")
     used = sigmas.to(device=x.device, dtype=x.dtype)[labels]

@@ -12,10 +12,16 @@ Three ways, all exact and differentiable with respect to the model parameters:
 
 All assume the samples of a batch are processed independently (no batch statistics), because
 each pass differentiates the summed batch.
+
+Speed (torch 2.14, 2 CPU cores, exact SM of a softplus MLP energy at D = 100): computing the loss,
+"batched" and "forward" are 1.5-5x faster than "loop"; with the parameter backward pass too,
+"forward" stays 1.4-5x faster while "batched" is 0.7-4x, because the double-backward of some
+activations (softplus, tanh) has no vmap batching rule and is replayed row by row.
 """
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -49,7 +55,8 @@ def hessian_trace(
     if method == "forward":
         if not callable(score_fn_or_s):
             raise TypeError("method='forward' needs a score function, not a precomputed score tensor")
-        return hessian_trace_forward(score_fn_or_s, x, chunk_size)
+        with _suggest_loop_on_failure(method):
+            return hessian_trace_forward(score_fn_or_s, x, chunk_size)
     if callable(score_fn_or_s):
         x = requires_grad_input(x)
         with torch.enable_grad():
@@ -57,7 +64,8 @@ def hessian_trace(
     else:
         s = score_fn_or_s
     if method == "batched":
-        return hessian_trace_batched(s, x, chunk_size, create_graph)
+        with _suggest_loop_on_failure(method):
+            return hessian_trace_batched(s, x, chunk_size, create_graph)
     return hessian_trace_loop(s, x, create_graph)
 
 
@@ -128,6 +136,17 @@ def hessian_trace_loop(s: Tensor, x: Tensor, create_graph: bool = True) -> Tenso
         )
         trace = trace + row.reshape(row.shape[0], -1)[:, j]
     return trace
+
+
+@contextlib.contextmanager
+def _suggest_loop_on_failure(method: str) -> Iterator[None]:
+    """Re-raise a transform failure (e.g. a custom autograd Function that cannot be vmapped)
+    with a pointer to the method that always works."""
+    try:
+        yield
+    except RuntimeError as error:
+        raise RuntimeError(f"hessian_trace method={method!r} failed on this score function ({error}); "
+                           "method='loop' works for any score function") from error
 
 
 def _sum_over_blocks(block_fn: Callable[[int, int], Tensor], dim: int, chunk_size: int | None) -> Tensor:

@@ -11,7 +11,7 @@ from score_matching.losses import LOSSES
 from score_matching.models import MODELS
 from score_matching.sampling import annealed_langevin_dynamics, geometric_sigmas
 from score_matching.tasks import ModelTransform, Task, register_task
-from score_matching.tasks.common import first_rows, load_data, loss_kwargs, stack_images
+from score_matching.tasks.common import load_data, loss_kwargs, stack_images
 
 ANNEALED_LOSSES = ("anneal_dsm", "anneal_ssm_vr")
 
