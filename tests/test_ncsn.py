@@ -188,7 +188,7 @@ def test_softplus_model_has_a_finite_second_derivative(cls: type) -> None:
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"activation": "relu"}, r"'relu'.*elu.*softplus"),
+        ({"activation": "relu"}, r"'relu'.*softplus.*elu"),
         ({"conditioning": "time"}, r"'time'.*cin\+\+.*sigma"),
         ({"num_classes": 3}, r"num_classes=3.*5"),
         ({"ngf": 0}, r"ngf.*0"),

@@ -18,11 +18,11 @@ import torch
 from torch import Tensor, nn
 
 from score_matching.models import register_model
+from score_matching.models.mlp import make_activation
 from score_matching.models.ncsn_layers import (
     ConditionalResidualBlock,
     InstanceNorm2dPlus,
     RefineBlock,
-    make_activation,
 )
 
 CONDITIONINGS = ("cin++", "sigma")

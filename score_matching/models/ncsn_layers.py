@@ -10,16 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ACTIVATIONS = ("elu", "softplus")
-
-
-def make_activation(name: str) -> nn.Module:
-    """The activation module called `name`: "elu" (NCSN's choice) or "softplus" (smooth, for exact SM)."""
-    if name == "elu":
-        return nn.ELU()
-    if name == "softplus":
-        return nn.Softplus()
-    raise ValueError(f"unknown activation {name!r}; valid: {list(ACTIVATIONS)}")
+from score_matching.models.mlp import make_activation
 
 
 def _check_positive_int(name: str, value: int) -> None:
