@@ -77,20 +77,26 @@ def _convert(key: str, text: str, like: Any) -> Any:
         raise ValueError(f"per-layer option {key}={text!r} must be a {type(like).__name__}") from None
 
 
-def parse_per_layer(spec: str, deq_config: ConfigDict, valid: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Parses 'layer:key=value,key=value;layer2:...' into typed per-layer option overrides."""
+def parse_per_layer(spec: str, deq_config: ConfigDict, layers: dict[str, LayerPatch]) -> dict[str, dict[str, Any]]:
+    """Parses 'layer:key=value,key=value;layer2:...' into typed per-layer option overrides.
+
+    A key is one of the global DEQ options (DEQ_OPTION_FIELDS) or one of the layer's own block
+    options (its `LayerPatch.options`, e.g. the NCSN block's `keep_norms`); values take the type
+    of the option's default.
+    """
     overrides: dict[str, dict[str, Any]] = {}
     for chunk in filter(None, (c.strip() for c in spec.split(";"))):
         layer, sep, body = chunk.partition(":")
         layer = layer.strip()
-        if not sep or layer not in valid:
-            raise ValueError(f"per-layer entry {chunk!r} must be 'layer:key=value,...' with layer in {list(valid)}")
+        if not sep or layer not in layers:
+            raise ValueError(f"per-layer entry {chunk!r} must be 'layer:key=value,...' with layer in {list(layers)}")
+        defaults = {**{key: deq_config[key] for key in DEQ_OPTION_FIELDS}, **layers[layer].options}
         for item in filter(None, (i.strip() for i in body.split(","))):
             key, eq, value = item.partition("=")
             key = key.strip()
-            if not eq or key not in DEQ_OPTION_FIELDS:
-                raise ValueError(f"per-layer option {item!r} for {layer!r}: key must be one of {list(DEQ_OPTION_FIELDS)}")
-            overrides.setdefault(layer, {})[key] = _convert(key, value.strip(), deq_config[key])
+            if not eq or key not in defaults:
+                raise ValueError(f"per-layer option {item!r} for {layer!r}: key must be one of {sorted(defaults)}")
+            overrides.setdefault(layer, {})[key] = _convert(key, value.strip(), defaults[key])
     return overrides
 
 
@@ -108,10 +114,9 @@ def apply_patch(model: nn.Module, model_name: str, deq_config: ConfigDict, examp
     """Turns the layers selected by `deq_config` into DEQ blocks; with none selected, a no-op."""
     layers = swappable_layers(model, model_name)
     selected = parse_layers(deq_config.layers, list(layers))
+    overrides = parse_per_layer(deq_config.per_layer, deq_config, layers)  # validated even when unused
     if not selected:
-        parse_per_layer(deq_config.per_layer, deq_config, list(layers))  # still validate the flag
         return model
-    overrides = parse_per_layer(deq_config.per_layer, deq_config, list(layers))
     spec: dict[str, BlockSpec] = {}
     for name in selected:
         layer = layers[name]

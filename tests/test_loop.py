@@ -146,3 +146,11 @@ def test_every_paper_row_is_a_valid_config():
     assert len(ROWS) == 3 * 9 + 2 * 4 + 7 + 3
     for name in ROWS:
         validate_config(row_config(name))
+
+
+def test_block_specific_options_are_per_layer_options():
+    config = tiny_config("ncsn_deq", deq__per_layer="deq_res:keep_norms=true,phantom_steps=3")
+    model = _build(config)
+    branch = model.deq_res.deq.cell.block
+    assert branch.keep_norms and hasattr(branch, "norm1") and model.deq_res.deq.phantom_steps == 3
+    assert not _build(tiny_config("ncsn_deq")).deq_res.deq.cell.block.keep_norms
