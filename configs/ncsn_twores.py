@@ -11,6 +11,7 @@ def get_config():
     config.model.name = "ncsn_twores"
     config.model.ngf = 8
     config.model.activation = "elu"
+    config.model.ema_rate = 0.99  # a 0.999 average would still be mostly the initial weights after 200 steps
     config.loss.name = "anneal_ssm_vr"
     config.data.dataset = "mnist"
     config.data.image_size = 28
