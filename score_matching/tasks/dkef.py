@@ -13,14 +13,12 @@ import torch
 from ml_collections import ConfigDict
 from torch import Tensor, nn
 
+from score_matching.datasets import UCI_NAMES
 from score_matching.losses import LOSSES, exact_score_matching, fisher_divergence
 from score_matching.models import MODELS
 from score_matching.models.dkef import log_normaliser_importance_sampling, mean_log_likelihood, split_batch_loss
 from score_matching.tasks import ModelTransform, Task, register_task
 from score_matching.tasks.common import first_rows, load_data, loss_kwargs
-
-DATA_KWARGS = {"parkinsons": "protocol", "redwine": "protocol", "whitewine": "protocol"}
-
 
 def _chunked_mean(fn, x: Tensor, chunk: int) -> float:
     return sum(fn(part).item() * len(part) for part in x.split(chunk)) / len(x)
@@ -30,7 +28,7 @@ def _chunked_mean(fn, x: Tensor, chunk: int) -> float:
 def build(config: ConfigDict, device: torch.device, model_transform: ModelTransform) -> Task:
     """The DKEF task on a tabular dataset (UCI or Gaussian)."""
     name = config.data.dataset
-    kwargs = {"protocol": config.data.protocol} if name in DATA_KWARGS else {}
+    kwargs = {"protocol": config.data.protocol} if name in UCI_NAMES else {}
     data = load_data(config, **kwargs)
     train = first_rows(data.train, config.data.max_train).to(device)
     test = first_rows(data.test, config.data.max_eval).to(device)
@@ -65,7 +63,7 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
             "is_samples": config.eval.is_samples,
             "n_test": len(test),
             "params": sum(p.numel() for p in net.parameters()),
-            "data_protocol": config.data.protocol if name in DATA_KWARGS else "synthetic",
+            "data_protocol": config.data.protocol if name in UCI_NAMES else "synthetic",
         }
         if hasattr(data, "true_score"):
             metrics["test_fisher_divergence"] = _chunked_mean(
