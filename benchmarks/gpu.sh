@@ -3,7 +3,8 @@
 #
 #   benchmarks/gpu.sh [TOTAL_SECONDS]        (default 540: fits one 10-minute device command)
 #
-# Suites run most important first (depth, solver, grad, losses). Each suite gets a share of the
+# Suites run most important first (depth, ncsn, vae, solver, grad, losses, ncsn_sampling; the last needs
+# MNIST under $SCORE_MATCHING_DATA or ./data, as the device cannot download it). Each suite gets a share of the
 # limit (SHARE, in percent) plus whatever earlier suites left unused, as `benchmarks.run --budget`:
 # variants that do not fit are recorded as not run, and the suite's files are still written
 # (`timeout` only guards against a hang, with GRACE seconds for writing and plotting). Results go to
@@ -13,8 +14,8 @@ set -u -o pipefail
 cd "$(dirname "$0")/.."
 
 TOTAL=${1:-540}
-SUITES=(depth solver grad losses)
-declare -A SHARE=([depth]=55 [solver]=20 [grad]=10 [losses]=15)
+SUITES=(depth ncsn vae solver grad losses ncsn_sampling)
+declare -A SHARE=([depth]=25 [ncsn]=20 [vae]=15 [solver]=10 [grad]=10 [losses]=10 [ncsn_sampling]=10)
 MIN_SECONDS=20  # below this a suite cannot even start its processes; skip it
 GRACE=30
 

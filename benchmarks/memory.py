@@ -15,10 +15,12 @@
   (e.g. a Python thread started inside the step). Autograd's CPU backward runs on the calling
   thread, so a training step is covered.
 Both devices measure the second of two consecutive steps, so they see the same state.
+`retained_bytes` measures, with the same counters, what one call leaves allocated (e.g. the output
+and the tensors autograd saved to differentiate it).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, TypeVar
 
 import torch
 from torch.autograd import DeviceType
@@ -26,6 +28,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 MIB = 2**20
 _PROBE = "benchmarks.memory.probe"
+T = TypeVar("T")
 
 
 def cpu_peak_bytes(step: Callable[[], object]) -> int:
@@ -39,18 +42,21 @@ def cpu_peak_bytes(step: Callable[[], object]) -> int:
         step()
         with record_function(_PROBE):
             step()
+    live = peak = 0
+    for nbytes in _probed_allocations(prof):
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+def _probed_allocations(prof: profile) -> list[int]:
+    """The signed sizes of the CPU allocations and frees inside the `_PROBE` region, in time order."""
     events = prof.profiler.kineto_results.events()
     probe = next(e for e in events if e.name() == _PROBE)
     memory = sorted(  # a stable sort: events at the same time keep their recorded order
         (e for e in events if e.name() == "[memory]" and e.device_type() == DeviceType.CPU), key=lambda e: e.start_ns()
     )
-    live = sum(e.nbytes() for e in memory if e.start_ns() < probe.start_ns())
-    start, peak = live, live
-    for event in memory:
-        if probe.start_ns() <= event.start_ns() <= probe.end_ns():
-            live += event.nbytes()
-            peak = max(peak, live)
-    return peak - start
+    return [e.nbytes() for e in memory if probe.start_ns() <= e.start_ns() <= probe.end_ns()]
 
 
 def cuda_peak_bytes(step: Callable[[], object], device: torch.device) -> int:
@@ -73,4 +79,25 @@ def peak_bytes(step: Callable[[], object], device: torch.device) -> int:
         return cuda_peak_bytes(step, device)
     if device.type == "cpu":
         return cpu_peak_bytes(step)
+    raise ValueError(f"unsupported device {device.type!r}; valid: ['cpu', 'cuda']")
+
+
+def retained_bytes(fn: Callable[[], T], device: torch.device) -> tuple[T, int]:
+    """(fn(), the memory fn allocated that is still allocated when it returns), in bytes.
+
+    With fn's output kept alive, this is the output plus everything it keeps reachable, e.g. the
+    tensors autograd saved to differentiate it. CUDA: `memory_allocated` after minus before; CPU:
+    the net sum of the profiler's allocation events during fn (see `cpu_peak_bytes`).
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out, torch.cuda.memory_allocated(device) - before
+    if device.type == "cpu":
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            with record_function(_PROBE):
+                out = fn()
+        return out, sum(_probed_allocations(prof))
     raise ValueError(f"unsupported device {device.type!r}; valid: ['cpu', 'cuda']")

@@ -94,13 +94,15 @@ def build_result(
     }
 
 
-def _cell(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A table cell: "—" for null, yes/no for booleans, floats to three significant digits (whole
+    numbers from 1000 on, where three digits would print 1e+03)."""
     if value is None:
         return "—"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.4g}"
+        return f"{value:.3g}" if abs(value) < 1e3 else f"{value:.0f}"
     return str(value)
 
 
@@ -117,7 +119,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"torch {result['torch']}; reference variant `{result['reference']}`"
         + (" (per model family)" if multi else "")
-        + f"; quick: {_cell(result.get('quick'))}; threads: {_cell(result.get('threads'))}.",
+        + f"; quick: {format_value(result.get('quick'))}; threads: {format_value(result.get('threads'))}.",
         "",
         f"One step: {result.get('step', '')}",
         "",
@@ -130,11 +132,11 @@ def markdown(result: dict[str, Any]) -> str:
         ratio = result["ratios"][ratio_key(v, multi)]
         row = [v["model"], v["name"], v["params"], v["peak_memory_mib"], v["step_ms"],
                ratio["peak_memory"], ratio["step_time"], *(v.get(k) for k in extra)]
-        lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
+        lines.append("| " + " | ".join(format_value(c) for c in row) + " |")
     if result.get("targets"):
         lines += ["", "| goal | value | target | met |", "|---|---|---|---|"]
         for t in result["targets"]:
-            lines.append(f"| {t['what']} | {_cell(t['value'])} | {t['comparison']} {t['limit']} | {_cell(t['met'])} |")
+            lines.append(f"| {t['what']} | {format_value(t['value'])} | {t['comparison']} {t['limit']} | {format_value(t['met'])} |")
     errors = [v for v in variants if v.get("error")]
     if errors:
         lines += ["", "Failed variants:", ""] + [f"- {v['model']}/{v['name']}: {v['error']}" for v in errors]

@@ -42,6 +42,13 @@ def get_default_config() -> ml_collections.ConfigDict:
     model.n_inducing = 200
     model.q0_std = 2.0
     model.n_couplings = 4
+    # SSM-VAE (paper table 6): m, D_z, the implicit encoder's noise size, the augmented layer's depth k
+    model.vae_width = 64  # m: channels of the first strided conv (then 2m, 4m, 8m) and of the augmented layer
+    model.z_dim = 32  # D_z
+    model.noise_dim = 32  # dimension of the implicit encoder's noise ε
+    model.augment_depth = 0  # k stride-1 convs in the score estimator's augmented layer (0 = SSM VAE baseline)
+    model.likelihood = "bernoulli"  # p(x|z): bernoulli (binarised MNIST, logits) | gaussian ([-1, 1] data, tanh mean)
+    model.decoder_log_std = -0.602  # gaussian p(x|z): fixed log σ per pixel on the [-1, 1] scale (reference code's)
 
     config.loss = loss = ml_collections.ConfigDict()
     loss.name = "anneal_ssm_vr"  # see score_matching.losses.LOSSES
@@ -80,8 +87,19 @@ def get_default_config() -> ml_collections.ConfigDict:
     evaluate.checkpoint = "latest"  # latest | a step number
     evaluate.use_ema = True
     evaluate.is_samples = 1_000_000  # DKEF: importance samples for log Z
-    evaluate.fid_samples = 50_000
-    evaluate.n_steps_each = 100
+    evaluate.entropy_samples = 128  # SSM-VAE test ELBO: draws of z|x per image for the k-NN entropy of q(z|x)
+    evaluate.entropy_neighbours = 1  # SSM-VAE test ELBO: k of the Kozachenko–Leonenko entropy estimate
+    evaluate.fid_samples = 50_000  # samples for the standard FID (reported next to it as fid_samples)
+    evaluate.n_steps_each = 100  # Langevin steps per noise level when drawing samples for FID / classifier FD
+    # Standard FID (TF-Inception-v3 pool3) needs a local weights file: pt_inception-2015-12-05-6726825d.pth
+    # (pytorch-fid) or weights-inception-2015-12-05-6726825d.pth (torch-fidelity); '' = no standard FID.
+    evaluate.inception_weights = ""
+    # MNIST only: samples for mnist_classifier_fd, a Fréchet distance in a small MNIST classifier's
+    # feature space (NOT comparable to published FIDs); 0 = skip, else > 128 (the feature dimension).
+    evaluate.classifier_fd_samples = 10_000
+    evaluate.classifier_path = ""  # '' = <cache_dir>/mnist_classifier.pt, trained there on first use
+    # Reference statistics and the classifier; '' = $SCORE_MATCHING_CACHE, else ~/.cache/deq-score-matching.
+    evaluate.cache_dir = ""
 
     config.deq = deq = ml_collections.ConfigDict()
     deq.layers = ""  # '' = baseline, 'all', or comma-separated layer names of the model's patch

@@ -1,4 +1,4 @@
-"""Every row of the paper's tables 2–5 as (config file, overrides): `row_config(name)` builds it.
+"""Every row of the paper's tables 1–5 as (config file, overrides): `row_config(name)` builds it.
 
     python main.py --config=configs/dkef_baseline.py --config.model.depth=15 ...   # by hand, or
     python -m configs.paper_rows "table2/parkinsons/16-Layer-SM DKEF"              # prints the command
@@ -45,7 +45,23 @@ def _cifar10(base: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _vae_paper_sizes(dataset: str, image_size: int) -> dict[str, Any]:
+    """SSM-VAE at the paper's sizes (table 6 with the reference code's m = 64, D_z = 32) for table 1."""
+    return {
+        "data.dataset": dataset, "data.image_size": image_size, "data.download": False, "model.vae_width": 64,
+        "model.z_dim": 32, "model.noise_dim": 32, "model.likelihood": "gaussian", "training.batch_size": 128,
+        "training.n_iters": 100_000, "training.snapshot_freq": 10_000, "training.preemption_freq": 1000,
+        "training.sample_freq": 10_000,
+    }
+
+
 ROWS: dict[str, Row] = {}
+for _name, _ds, _size in (("CelebA", "celeba", 64), ("Cifar10", "cifar10", 32)):
+    ROWS.update({
+        f"table1/{_name}/{method}": (module, _vae_paper_sizes(_ds, _size))
+        for method, module in (("SSM VAE", "vae_baseline"), ("Aug(8)-SSM VAE", "vae_aug8"),
+                               ("Aug(16)-SSM VAE", "vae_aug16"), ("DEQ-SSM VAE", "vae_deq"))
+    })
 for _ds in ("parkinsons", "redwine", "whitewine"):
     ROWS.update({f"table2/{_ds}/{k}": v for k, v in _dkef_rows(_ds, 64, "table2").items()})
 for _dim in (100, 200):

@@ -17,7 +17,7 @@ from torch import nn
 
 from deq_plugin import DEQ, BlockSpec, swap
 
-PATCH_MODULES = ("patches.ncsn", "patches.density")
+PATCH_MODULES = ("patches.ncsn", "patches.density", "patches.vae")
 # config.deq fields handed to every block builder (the rest of config.deq selects layers).
 DEQ_OPTION_FIELDS = (
     "solver", "tol", "max_iter", "grad", "phantom_steps", "phantom_tau", "warm_start", "norm", "norm_lambda",

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmarks.harness import Bench, measure
-from benchmarks.memory import MIB, cpu_peak_bytes
+from benchmarks.memory import MIB, cpu_peak_bytes, retained_bytes
 from benchmarks.paper_solver import picard_abs_batch
 from benchmarks.report import RESULT_KEYS, VARIANT_KEYS, build_result, compute_ratios, markdown, write_result
 from benchmarks.run import parse_sets, select
@@ -48,6 +48,17 @@ def test_cpu_probe_counts_frees_of_tensors_left_by_the_previous_step():
         slot[0] = torch.empty(32 * MIB, dtype=torch.uint8)
 
     assert cpu_peak_bytes(step) < 0.1 * 32 * MIB
+
+
+def test_retained_bytes_counts_what_a_call_keeps_but_not_its_transients():
+    def fn():
+        transient = torch.ones(32 * MIB, dtype=torch.uint8)
+        kept = transient[: 16 * MIB].clone()
+        del transient
+        return kept
+
+    kept, nbytes = retained_bytes(fn, torch.device("cpu"))
+    assert kept.numel() == 16 * MIB and _within(nbytes, 16 * MIB)
 
 
 def test_measure_reports_median_time_memory_and_mean_step_metrics():

@@ -214,6 +214,8 @@ def test_cifar10_from_a_fake_batches_folder(tmp_path):
     # one row: 1024 red, 1024 green, 1024 blue values, each a 32x32 image in row-major order
     expected = torch.from_numpy(test_rows[1].reshape(3, 32, 32).astype(np.float32) / 255)
     assert torch.equal(image, expected) and label == 1
+    padded = get_dataset("cifar10", tmp_path, image_size=36)  # as the NCSN task asks for a size
+    assert padded.image_shape == (3, 36, 36) and torch.equal(padded.test[1][0][:, 2:34, 2:34], expected)
     (folder / "data_batch_3").unlink()
     with pytest.raises(FileNotFoundError, match="data_batch_3"):
         load_cifar10(tmp_path)

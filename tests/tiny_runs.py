@@ -13,7 +13,7 @@ import sys
 import ml_collections
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "baseline_losses.json"
-BASELINES = ("ncsn_baseline", "ncsn_twores", "dkef_baseline", "nice_baseline")
+BASELINES = ("ncsn_baseline", "ncsn_twores", "dkef_baseline", "nice_baseline", "vae_baseline")
 _TINY = {
     "ncsn": {"model.ngf": 4, "model.num_scales": 3, "training.batch_size": 4, "data.max_train": 64,
              "data.max_eval": 8, "eval.batch_size": 8, "sampling.n_samples": 4, "sampling.n_steps_each": 1},
@@ -21,6 +21,9 @@ _TINY = {
              "data.max_train": 64, "data.max_eval": 16, "eval.batch_size": 16, "eval.is_samples": 2000},
     "nice": {"model.hidden": 16, "model.depth": 2, "training.batch_size": 8, "data.max_train": 64,
              "data.max_eval": 16, "eval.batch_size": 16},
+    "vae": {"model.vae_width": 2, "model.z_dim": 4, "model.noise_dim": 4, "training.batch_size": 4,
+            "data.max_train": 64, "data.max_eval": 8, "eval.batch_size": 8, "eval.entropy_samples": 8,
+            "sampling.n_samples": 4},
 }
 _RUN = {"training.n_iters": 3, "training.log_freq": 1, "training.eval_freq": 0, "training.sample_freq": 0,
         "training.snapshot_freq": 1000, "training.preemption_freq": 1, "device": "cpu"}

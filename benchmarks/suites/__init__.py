@@ -15,7 +15,7 @@ import torch
 from benchmarks.harness import Bench
 from benchmarks.report import Target
 
-SUITE_NAMES = ("depth", "grad", "solver", "losses")
+SUITE_NAMES = ("depth", "grad", "solver", "losses", "ncsn", "ncsn_sampling", "vae")
 
 
 @dataclass(frozen=True)

@@ -102,13 +102,18 @@ def read_cifar10_batches(folder: str | os.PathLike, names: tuple[str, ...]) -> t
 
 
 def load_cifar10(
-    root: str | os.PathLike | None = None, *, val_fraction: float = 0.1, split_seed: int = 2019
+    root: str | os.PathLike | None = None,
+    *,
+    image_size: int = 32,
+    resize: str = "pad",
+    val_fraction: float = 0.1,
+    split_seed: int = 2019,
 ) -> ImageData:
     """CIFAR-10 from `<root>/cifar-10-batches-py/` (torchvision's layout) or `<root>/cifar10/cifar-10-batches-py/`.
 
     train/val come from the five training batches (`split_train_val`), test is `test_batch`. The batches
     are read directly rather than through torchvision, whose md5 checks reject anything but the full
-    original files.
+    original files. `image_size`/`resize` as in `load_mnist` (32 keeps the images as they are).
     """
     folder = find_dir(
         resolve_data_root(root),
@@ -121,10 +126,10 @@ def load_cifar10(
     train_idx, val_idx = split_train_val(images.shape[0], val_fraction, split_seed)
     return ImageData(
         name="cifar10",
-        train=UInt8ImageDataset(images[train_idx], labels[train_idx]),
-        val=UInt8ImageDataset(images[val_idx], labels[val_idx]),
-        test=UInt8ImageDataset(test_images, test_labels),
-        image_shape=(3, 32, 32),
+        train=UInt8ImageDataset(images[train_idx], labels[train_idx], image_size, resize),
+        val=UInt8ImageDataset(images[val_idx], labels[val_idx], image_size, resize),
+        test=UInt8ImageDataset(test_images, test_labels, image_size, resize),
+        image_shape=(3, image_size, image_size),
     )
 
 

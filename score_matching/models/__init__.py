@@ -5,4 +5,4 @@ MODELS: Registry = Registry("model")
 register_model = MODELS.register
 
 # Importing the model modules registers them (they import `register_model` from here).
-from score_matching.models import dkef, ncsn, nice  # noqa: E402,F401
+from score_matching.models import dkef, ncsn, nice, vae  # noqa: E402,F401

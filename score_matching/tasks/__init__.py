@@ -17,7 +17,9 @@ from torch import Tensor, nn
 
 from score_matching.registry import Registry
 
-TASK_MODULES = ("score_matching.tasks.ncsn", "score_matching.tasks.dkef", "score_matching.tasks.nice")
+TASK_MODULES = (
+    "score_matching.tasks.ncsn", "score_matching.tasks.dkef", "score_matching.tasks.nice", "score_matching.tasks.vae",
+)
 ModelTransform = Callable[[nn.Module, tuple], nn.Module]
 
 

@@ -1,4 +1,9 @@
-"""NCSN: noise-conditional score networks trained with an annealed loss, sampled by annealed Langevin."""
+"""NCSN: noise-conditional score networks trained with an annealed loss, sampled by annealed Langevin.
+
+Evaluation: the test loss, plus the sample-quality metrics configured in config.eval (see
+`score_matching.evaluation.image_metrics`: `mnist_classifier_fd` on MNIST, the standard `fid`
+when eval.inception_weights is set), on samples drawn with eval.n_steps_each steps per level.
+"""
 from __future__ import annotations
 
 import functools
@@ -7,6 +12,7 @@ import torch
 from ml_collections import ConfigDict
 from torch import Tensor, nn
 
+from score_matching.evaluation.image_metrics import image_sample_metrics
 from score_matching.losses import LOSSES
 from score_matching.models import MODELS
 from score_matching.sampling import annealed_langevin_dynamics, geometric_sigmas
@@ -58,19 +64,34 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
             total += loss(net, x, generator=generator).item() * len(idx)
         return total / n_rows
 
-    def sample(net: nn.Module, n: int, generator: torch.Generator) -> Tensor:
+    def langevin(net: nn.Module, n: int, generator: torch.Generator, n_steps_each: int) -> Tensor:
         x_init = torch.rand((n, *data.image_shape), generator=generator, device=device)
         s = config.sampling
         with torch.no_grad():  # a score network needs no graph to be evaluated
-            x = annealed_langevin_dynamics(net, x_init, sigmas, s.n_steps_each, s.step_lr, s.denoise, generator=generator)
+            x = annealed_langevin_dynamics(net, x_init, sigmas, n_steps_each, s.step_lr, s.denoise, generator=generator)
         return x.clamp(0.0, 1.0)
+
+    def sample(net: nn.Module, n: int, generator: torch.Generator) -> Tensor:
+        return langevin(net, n, generator, config.sampling.n_steps_each)
+
+    def draw_for_eval(net: nn.Module, n: int) -> Tensor:
+        """n samples for the sample-quality metrics, in batches of eval.batch_size with eval.n_steps_each."""
+        generator = torch.Generator(device=device).manual_seed(config.seed)
+        batch = config.eval.batch_size
+        steps = config.eval.n_steps_each
+        return torch.cat([langevin(net, min(batch, n - start), generator, steps).cpu() for start in range(0, n, batch)])
+
+    def evaluate(net: nn.Module) -> dict[str, float]:
+        metrics = {f"test_{config.loss.name}_loss": test_loss(net, n_test), "n_test": n_test}
+        quality = image_sample_metrics(config, data.train, data.test, lambda n: draw_for_eval(net, n), device)
+        return {**metrics, **quality}
 
     return Task(
         model=model,
         n_train=n_train,
         get_batch=lambda idx, step: stack_images(data.train, idx, device),
         loss_fn=loss_fn,
-        evaluate=lambda net: {f"test_{config.loss.name}_loss": test_loss(net, n_test), "n_test": n_test},
+        evaluate=evaluate,
         quick_eval=lambda net: {f"test_{config.loss.name}_loss": test_loss(net, min(n_test, config.eval.batch_size))},
         sample=sample,
     )

@@ -1,0 +1,91 @@
+"""README.md's results section: current with the committed JSON, and made of their numbers only."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from benchmarks.readme_tables import README, RESULTS, END, START, render_section, split_readme, updated_readme
+from benchmarks.report import format_value
+
+NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[+-]?\d+)?")
+
+
+def _leaves(data):
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield key
+            yield from _leaves(value)
+    elif isinstance(data, list):
+        for value in data:
+            yield from _leaves(value)
+    else:
+        yield data
+
+
+def _numbers_in_files(results: Path) -> set[str]:
+    """Every number token of every JSON under `results`: its values formatted for a table, and the
+    digits inside its strings and keys (names such as mlp-energy-d100)."""
+    tokens = set()
+    for path in results.rglob("*.json"):
+        for leaf in _leaves(json.loads(path.read_text())):
+            text = format_value(leaf) if isinstance(leaf, (int, float)) and not isinstance(leaf, bool) else str(leaf)
+            tokens.update(NUMBER.findall(text))
+            tokens.update(NUMBER.findall(repr(leaf)))
+    return tokens
+
+
+def test_readme_section_is_regenerated_from_the_committed_results():
+    # Stale README numbers fail here: run `python -m benchmarks.readme_tables` after a benchmark.
+    _, section, _ = split_readme(README.read_text())
+    assert section == "\n" + render_section(RESULTS)
+
+
+def test_every_number_in_the_readme_section_comes_from_a_result_file():
+    _, section, _ = split_readme(README.read_text())
+    allowed = _numbers_in_files(RESULTS)
+    stray = sorted({token for token in NUMBER.findall(section) if token not in allowed})
+    assert not stray, f"numbers in README.md's results section found in no result file: {stray}"
+
+
+def _suite(device, quick, met):
+    variants = [
+        {"name": "ref", "model": "toy", "params": 10, "peak_memory_mib": 4.0, "step_ms": 2.0},
+        {"name": "fast", "model": "toy", "params": 10, "peak_memory_mib": 2.0, "step_ms": 0.5, "deq_iters": 7.0,
+         "step_ms_spread": 0.25},
+    ]
+    return {
+        "suite": "toy", "device": device, "torch": "2.x", "reference": "ref", "variants": variants,
+        "ratios": {"ref": {"peak_memory": 1.0, "step_time": 1.0}, "fast": {"peak_memory": 0.5, "step_time": 0.25}},
+        "targets": [{"what": "fast / ref time", "value": 0.25, "comparison": "<=", "limit": 0.5, "met": met}],
+        "description": "a toy suite", "step": "one toy step", "quick": quick,
+    }
+
+
+def test_section_renders_every_suite_file_sorted_and_skips_other_json(tmp_path):
+    (tmp_path / "b-cpu.json").write_text(json.dumps(_suite("Some CPU (cpu)", True, True)))
+    (tmp_path / "b-cpu.png").write_bytes(b"png")
+    (tmp_path / "nested").mkdir()
+    (tmp_path / "nested" / "a-cuda.json").write_text(json.dumps(_suite("NVIDIA H100", False, False)))
+    (tmp_path / "log.json").write_text(json.dumps({"not": "a result"}))
+    section = render_section(tmp_path)
+    cpu = section.index("### `toy` on Some CPU (cpu): CPU, `--quick` sizes")
+    gpu = section.index("### `toy` on NVIDIA H100: GPU\n")
+    assert cpu < gpu  # sorted by path: b-cpu.json before nested/a-cuda.json
+    # the variant row: family, name, params, MiB, ms, memory and time ratios, then deq_iters
+    assert "| toy | fast | 10 | 2 | 0.5 | 0.5 | 0.25 | 7 |" in section
+    assert "step_ms_spread" not in section and "not a result" not in section
+    assert "| fast / ref time | 0.25 | <= 0.5 | met |" in section[cpu:gpu]
+    assert "| fast / ref time | 0.25 | <= 0.5 | not met |" in section[gpu:]
+    assert "[plot](" in section[cpu:gpu] and "[plot](" not in section[gpu:]  # only b-cpu has a PNG
+    assert f"({tmp_path}" not in section  # links are relative to the repository root
+
+
+def test_markers_must_appear_once_and_in_order(tmp_path):
+    text = f"# Title\n\n## Results\n\n{START}\nold numbers 1.23\n{END}\n\n## Next\n"
+    updated = updated_readme(text, tmp_path)
+    assert updated.startswith(f"# Title\n\n## Results\n\n{START}\n") and updated.endswith(f"{END}\n\n## Next\n")
+    assert "1.23" not in updated and "No result files yet." in updated
+    for bad in ("no markers", f"{END}\n{START}", f"{START}{START}{END}"):
+        with pytest.raises(ValueError, match="must contain"):
+            split_readme(bad)
