@@ -16,7 +16,8 @@ GOLDEN = pathlib.Path(__file__).parent / "golden" / "baseline_losses.json"
 BASELINES = ("ncsn_baseline", "ncsn_twores", "dkef_baseline", "nice_baseline", "vae_baseline")
 _TINY = {
     "ncsn": {"model.ngf": 4, "model.num_scales": 3, "training.batch_size": 4, "data.max_train": 64,
-             "data.max_eval": 8, "eval.batch_size": 8, "sampling.n_samples": 4, "sampling.n_steps_each": 1},
+             "data.max_eval": 8, "eval.batch_size": 8, "sampling.n_samples": 4, "sampling.n_steps_each": 1,
+             "eval.classifier_fd_samples": 0},
     "dkef": {"model.n_inducing": 8, "model.hidden": 8, "model.latent": 8, "training.batch_size": 8,
              "data.max_train": 64, "data.max_eval": 16, "eval.batch_size": 16, "eval.is_samples": 2000},
     "nice": {"model.hidden": 16, "model.depth": 2, "training.batch_size": 8, "data.max_train": 64,
