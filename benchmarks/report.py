@@ -150,3 +150,10 @@ def write_result(result: dict[str, Any], stem: Path) -> tuple[Path, Path]:
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     md_path.write_text(markdown(result))
     return json_path, md_path
+
+
+def add_totals(result: dict[str, Any]) -> None:
+    """Sets each variant's total_peak_mib = resident_mib + peak_memory_mib (None if either is missing)."""
+    for v in result["variants"]:
+        peak, resident = v.get("peak_memory_mib"), v.get("resident_mib")
+        v["total_peak_mib"] = None if peak is None or resident is None else peak + resident

@@ -31,7 +31,7 @@ from ml_collections import ConfigDict
 from benchmarks.harness import Bench, training_bench
 from benchmarks.memory import MIB, retained_bytes
 from benchmarks.plots import TIME, bar_grid
-from benchmarks.report import Target, ratio_of
+from benchmarks.report import Target, add_totals, ratio_of
 from benchmarks.suites import Suite, Variant
 from configs.paper_rows import row_config
 from patches import apply_patch
@@ -99,13 +99,6 @@ def build(variant: Variant, s: dict[str, Any], device: torch.device) -> Bench:
     return training_bench(model, lambda: loss(x, generator=generator), config.optim.lr, fields={
         "score_graph_mib": graph / MIB, "resident_mib": resident / MIB, "paper_row": ROWS[variant.name],
     })
-
-
-def add_totals(result: dict[str, Any]) -> None:
-    """Sets each variant's total_peak_mib = resident_mib + peak_memory_mib (None if either is missing)."""
-    for v in result["variants"]:
-        peak, resident = v.get("peak_memory_mib"), v.get("resident_mib")
-        v["total_peak_mib"] = None if peak is None or resident is None else peak + resident
 
 
 def targets(result: dict[str, Any]) -> list[Target]:

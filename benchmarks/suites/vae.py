@@ -33,7 +33,7 @@ from benchmarks.plots import MEMORY, TIME, bar_grid
 from benchmarks.memory import MIB
 from benchmarks.report import Target, ratio_of
 from benchmarks.suites import Suite, Variant
-from benchmarks.suites.ncsn import add_totals
+from benchmarks.report import add_totals
 from configs.paper_rows import row_config
 from deq_plugin import DEQ
 from patches import apply_patch
