@@ -101,6 +101,27 @@ def read_cifar10_batches(folder: str | os.PathLike, names: tuple[str, ...]) -> t
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
 
+def split_image_data(
+    name: str,
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    image_size: int,
+    resize: str,
+    val_fraction: float,
+    split_seed: int,
+) -> ImageData:
+    """ImageData from uint8 (images, labels) pairs: a seeded train/val split of `train`, and `test`."""
+    images, labels = train
+    train_idx, val_idx = split_train_val(images.shape[0], val_fraction, split_seed)
+    return ImageData(
+        name=name,
+        train=UInt8ImageDataset(images[train_idx], labels[train_idx], image_size, resize),
+        val=UInt8ImageDataset(images[val_idx], labels[val_idx], image_size, resize),
+        test=UInt8ImageDataset(*test, image_size, resize),
+        image_shape=(images.shape[1], image_size, image_size),
+    )
+
+
 def load_cifar10(
     root: str | os.PathLike | None = None,
     *,
@@ -121,16 +142,9 @@ def load_cifar10(
         what="CIFAR-10 folder 'cifar-10-batches-py'",
         hint="Download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it into the data root.",
     )
-    images, labels = read_cifar10_batches(folder, CIFAR10_TRAIN_FILES)
-    test_images, test_labels = read_cifar10_batches(folder, CIFAR10_TEST_FILES)
-    train_idx, val_idx = split_train_val(images.shape[0], val_fraction, split_seed)
-    return ImageData(
-        name="cifar10",
-        train=UInt8ImageDataset(images[train_idx], labels[train_idx], image_size, resize),
-        val=UInt8ImageDataset(images[val_idx], labels[val_idx], image_size, resize),
-        test=UInt8ImageDataset(test_images, test_labels, image_size, resize),
-        image_shape=(3, image_size, image_size),
-    )
+    train = read_cifar10_batches(folder, CIFAR10_TRAIN_FILES)
+    test = read_cifar10_batches(folder, CIFAR10_TEST_FILES)
+    return split_image_data("cifar10", train, test, image_size, resize, val_fraction, split_seed)
 
 
 def load_celeba(

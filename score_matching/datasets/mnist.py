@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .idx import read_idx
-from .images import ImageData, UInt8ImageDataset, split_train_val
+from .images import ImageData, split_image_data
 from .paths import find_file, resolve_data_root
 
 MNIST_FILES = types.MappingProxyType({
@@ -76,13 +76,6 @@ def load_mnist(
     `resize` ("pad" or "bilinear", see `fit_image_size`) applies when image_size != 28, e.g. 32 for NCSN.
     Each split's raw uint8 tensor is at `.images` for dequantised (NICE) use.
     """
-    images, labels = read_mnist_split(root, train=True)
-    test_images, test_labels = read_mnist_split(root, train=False)
-    train_idx, val_idx = split_train_val(images.shape[0], val_fraction, split_seed)
-    return ImageData(
-        name="mnist",
-        train=UInt8ImageDataset(images[train_idx], labels[train_idx], image_size, resize),
-        val=UInt8ImageDataset(images[val_idx], labels[val_idx], image_size, resize),
-        test=UInt8ImageDataset(test_images, test_labels, image_size, resize),
-        image_shape=(1, image_size, image_size),
-    )
+    train = read_mnist_split(root, train=True)
+    test = read_mnist_split(root, train=False)
+    return split_image_data("mnist", train, test, image_size, resize, val_fraction, split_seed)

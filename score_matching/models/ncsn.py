@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from score_matching.models import register_model
-from score_matching.models.mlp import make_activation
+from score_matching.models.mlp import check_int, make_activation
 from score_matching.models.ncsn_layers import (
     ConditionalResidualBlock,
     InstanceNorm2dPlus,
@@ -58,8 +58,7 @@ class _NCSNBase(nn.Module):
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"unknown conditioning {conditioning!r}; valid: {list(CONDITIONINGS)}")
         for name, value, least in (("in_channels", in_channels, 1), ("image_size", image_size, 2), ("ngf", ngf, 2)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+            check_int(name, value, least)
         self.register_buffer("sigmas", sigmas)
         self.in_channels = in_channels
         self.image_size = image_size

@@ -10,12 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from score_matching.models.mlp import make_activation
-
-
-def _check_positive_int(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+from score_matching.models.mlp import check_int, make_activation
 
 
 class InstanceNorm2dPlus(nn.Module):
@@ -30,13 +25,13 @@ class InstanceNorm2dPlus(nn.Module):
 
     def __init__(self, num_features: int, num_classes: int | None = None, eps: float = 1e-5) -> None:
         super().__init__()
-        _check_positive_int("num_features", num_features)
+        check_int("num_features", num_features, 1)
         if num_features < 2:
             raise ValueError(
                 f"num_features must be >= 2 (channel means are standardised across channels), got {num_features}"
             )
         if num_classes is not None:
-            _check_positive_int("num_classes", num_classes)
+            check_int("num_classes", num_classes, 1)
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps!r}")
         self.num_features = num_features
@@ -103,9 +98,9 @@ class ConditionalResidualBlock(nn.Module):
         eps: float = 1e-5,
     ) -> None:
         super().__init__()
-        _check_positive_int("in_channels", in_channels)
-        _check_positive_int("out_channels", out_channels)
-        _check_positive_int("dilation", dilation)
+        check_int("in_channels", in_channels, 1)
+        check_int("out_channels", out_channels, 1)
+        check_int("dilation", dilation, 1)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.num_classes = num_classes
@@ -154,8 +149,8 @@ class ResidualConvUnit(nn.Module):
         eps: float = 1e-5,
     ) -> None:
         super().__init__()
-        _check_positive_int("n_blocks", n_blocks)
-        _check_positive_int("n_stages", n_stages)
+        check_int("n_blocks", n_blocks, 1)
+        check_int("n_stages", n_stages, 1)
         self.act = make_activation(activation)
         self.norms = nn.ModuleList(
             nn.ModuleList(InstanceNorm2dPlus(channels, num_classes, eps) for _ in range(n_stages))
@@ -214,7 +209,7 @@ class ChainedResidualPooling(nn.Module):
         eps: float = 1e-5,
     ) -> None:
         super().__init__()
-        _check_positive_int("n_stages", n_stages)
+        check_int("n_stages", n_stages, 1)
         if not isinstance(pool_size, int) or pool_size < 1 or pool_size % 2 == 0:
             raise ValueError(f"pool_size must be a positive odd int (to keep the resolution), got {pool_size!r}")
         self.pool_size = pool_size
