@@ -191,8 +191,11 @@ class DEQ(nn.Module):
                 result = self._solve(u, z_init, check_every, context)
             z = result.z
         else:
+            # When a gradient mode follows, forward-mode tangents (torch.func.jvp) must come from it,
+            # as reverse-mode gradients do, so the solve sees a detached u; otherwise they follow the
+            # solver's iterations.
             with torch.no_grad(), parametrize.cached():
-                result = self._solve(u, z_init, check_every, context)
+                result = self._solve(u.detach() if track else u, z_init, check_every, context)
             z = result.z
             if track and self.grad == "phantom":
                 z = phantom_steps(lambda z_, u_: self.cell(z_, u_, *context), z, u, self.phantom_steps, self.phantom_tau)

@@ -7,6 +7,8 @@ import pathlib
 import time
 from typing import Mapping
 
+import numpy as np
+
 logger = logging.getLogger("score_matching")
 
 
@@ -56,3 +58,27 @@ class Progress:
             f"step {step}/{self.total} loss {loss:.5g} | {self.examples / per_step:.1f} ex/s, "
             f"{per_step * 1e3:.1f} ms/step, ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}"
         )
+
+
+def training_summary(workdir: str | pathlib.Path) -> dict[str, float]:
+    """What eval.json reports of training, from WORKDIR/metrics.jsonl's logged training steps.
+
+    train_time_per_step_ms: median over the logged medians; train_peak_memory_mib: the largest
+    logged peak (CUDA tensors on GPU, the process's peak RSS on CPU); train_steps_logged: the last
+    logged step; and the mean of each per-DEQ-layer solver statistic ('deq/...'). Empty when the
+    file is missing (a checkpoint trained elsewhere).
+    """
+    path = pathlib.Path(workdir) / "metrics.jsonl"
+    if not path.exists():
+        return {}
+    records = [r for r in map(json.loads, path.read_text().splitlines()) if "time_per_step_ms" in r]
+    if not records:
+        return {}
+    summary = {
+        "train_time_per_step_ms": float(np.median([r["time_per_step_ms"] for r in records])),
+        "train_peak_memory_mib": max(r["peak_memory_mib"] for r in records),
+        "train_steps_logged": records[-1]["step"],
+    }
+    for key in sorted({k for r in records for k in r if k.startswith("deq/")}):
+        summary[f"train_{key}"] = float(np.mean([r[key] for r in records if key in r]))
+    return summary

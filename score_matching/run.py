@@ -24,7 +24,7 @@ from score_matching.batching import batch_indices
 from score_matching.checkpoint import load_checkpoint, load_state_strict, rng_state, save_checkpoint, set_rng_state
 from score_matching.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from score_matching.ema import ExponentialMovingAverage
-from score_matching.metrics_log import MetricsWriter, Progress
+from score_matching.metrics_log import MetricsWriter, Progress, training_summary
 from score_matching.optim import get_optimize_fn, get_optimizer
 from score_matching.sampling import save_image_grid, save_samples_npz
 from score_matching.tasks import ModelTransform, Task, build_task
@@ -217,7 +217,13 @@ def evaluate(config: ConfigDict, workdir: str, model_transform: ModelTransform, 
     task, _, step = _load_for_eval(config, workdir, model_transform)
     if task.prepare_eval is not None:
         task.prepare_eval(task.model)
-    metrics = {"step": step, "ema": bool(config.eval.use_ema), **task.evaluate(task.model), **model_metrics(task.model)}
+    metrics = {
+        "step": step,
+        "ema": bool(config.eval.use_ema),
+        **task.evaluate(task.model),
+        **model_metrics(task.model),
+        **training_summary(workdir),
+    }
     path = pathlib.Path(workdir) / "eval.json"
     path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     logger.info("wrote %s: %s", path, metrics)

@@ -4,6 +4,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -80,6 +81,13 @@ def test_eval_writes_eval_json_with_autograd_metrics(tmp_path):
     assert saved["test_sm_loss"] == pytest.approx(metrics["test_sm_loss"])
     for key in ("test_log_likelihood", "log_normaliser_std_error", "params", "step"):
         assert key in saved
+    # Training cost comes from metrics.jsonl: the median of the logged step times, the largest peak.
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in logged if "time_per_step_ms" in r]
+    assert saved["train_time_per_step_ms"] == pytest.approx(float(np.median([r["time_per_step_ms"] for r in logged])))
+    assert saved["train_peak_memory_mib"] == max(r["peak_memory_mib"] for r in logged) > 0
+    assert saved["train_steps_logged"] == config.training.n_iters
+    assert saved["train_deq/features.0.stack/iterations"] >= 1
 
 
 def test_unknown_layers_and_options_list_the_valid_choices():

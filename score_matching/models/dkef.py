@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.func import jvp
 
 from score_matching.losses.common import ScoreFn, score_from_log_density
 from score_matching.models import register_model
@@ -134,31 +135,43 @@ class DKEF(nn.Module):
             b_m   = 1/N Σ_n Σ_d [∂²_d k(x_n, z_m) + ∂_d k(x_n, z_m) ∂_d log q0(x_n)],
         is quadratic in α; adding the ridge ½λ‖α‖² its minimiser is α = −(G + λI)⁻¹ b.
 
-        The derivatives are exact, by reverse-mode autograd: x is copied once per inducing point,
-        shape (N, M, d), so that k(x_n, z_m) depends on its own copy; one backward pass gives all
-        ∂_d k and d more give the ∂²_d k. This evaluates φ_r on N·M rows but asks nothing of the
-        feature nets beyond double backward (forward mode / vmap could not trace a stack that
-        iterates to a data-dependent tolerance). x is a constant here; ∇ log q0(x) = −x / q0_std².
-        With create_graph=False the results are detached from the parameters.
+        The kernel derivatives are exact and come from each feature net's value u = φ_r(x_n), its
+        Jacobian J and its Laplacian h = Σ_d ∂²_d u (`_feature_derivatives`): with δ = u − φ_r(z_m),
+            ∂_d k = −k δᵀJ_d / σ²,   Σ_d ∂²_d k = k [Σ_d (δᵀJ_d)² / σ⁴ − (‖J‖² + δᵀh) / σ²],
+        so φ_r is differentiated on the N rows once, not on N·M copies. x is a constant here;
+        ∇ log q0(x) = −x / q0_std². With create_graph=False the results are detached.
         """
         self._check_input(x, "x")
-        n, d = x.shape
-        with torch.enable_grad():
-            copies = x.detach().unsqueeze(1).expand(n, self.n_inducing, d).clone().requires_grad_(True)
-            kernel = self._kernel_values(copies, paired=True)
-            (grad_k,) = torch.autograd.grad(kernel.sum(), copies, create_graph=True)
-            laplacian = torch.zeros_like(kernel)
-            for j in range(d):
-                (second,) = torch.autograd.grad(
-                    grad_k[..., j].sum(), copies, create_graph=create_graph, retain_graph=True
-                )
-                laplacian = laplacian + second[..., j]
+        x = x.detach()
+        with torch.enable_grad():  # a DEQ stack's gradient mode needs grad mode on
+            grad_k, laplacian = self._kernel_derivatives(x)
         if not create_graph:
             grad_k, laplacian = grad_k.detach(), laplacian.detach()
-        score_q0 = -x.detach() / self.q0_std**2
+        score_q0 = -x / self.q0_std**2
+        n = x.shape[0]
         gram = torch.einsum("nmd,npd->mp", grad_k, grad_k) / n
         rhs = (laplacian + torch.einsum("nmd,nd->nm", grad_k, score_q0)).mean(0)
         return gram, rhs
+
+    def _kernel_derivatives(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """∂_d k(x_n, z_m) of shape (N, M, d) and Σ_d ∂²_d k(x_n, z_m) of shape (N, M)."""
+        if not bool(self.inducing_ready):
+            raise RuntimeError("the inducing points are not initialised; call init_inducing_points(x) first")
+        weights = torch.softmax(self.kernel_logits, dim=0)
+        variances = torch.exp(2 * self.log_bandwidths)
+        grad_k = laplacian = x.new_zeros(())
+        for r, net in enumerate(self.features):
+            u, jac, lap_u = _feature_derivatives(net, x)
+            delta = u.unsqueeze(1) - net(self.inducing_points).unsqueeze(0)  # (N, M, L)
+            k = weights[r] * torch.exp(-delta.pow(2).sum(-1) / (2 * variances[r]))  # (N, M)
+            projected = torch.einsum("nml,nld->nmd", delta, jac)  # δᵀJ_d
+            delta_lap = torch.einsum("nml,nl->nm", delta, lap_u)  # δᵀh
+            jac_sq = jac.pow(2).sum((1, 2)).unsqueeze(1)  # ‖J‖², (N, 1)
+            grad_k = grad_k + (-k / variances[r]).unsqueeze(-1) * projected
+            laplacian = laplacian + k * (
+                projected.pow(2).sum(-1) / variances[r] ** 2 - (jac_sq + delta_lap) / variances[r]
+            )
+        return grad_k, laplacian
 
     def solve_alpha(self, gram: Tensor, rhs: Tensor) -> Tensor:
         """α = −(G + λI)⁻¹ b, the ridge-regularised score-matching-optimal weights (shape (M,))."""
@@ -224,6 +237,24 @@ class DKEF(nn.Module):
     def _check_input(self, x: Tensor, name: str) -> None:
         if x.dim() != 2 or x.shape[1] != self.in_features or x.shape[0] == 0:
             raise ValueError(f"{name} must have shape (batch >= 1, {self.in_features}), got {tuple(x.shape)}")
+
+
+def _feature_derivatives(net: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """u = net(x) (N, L), its Jacobian ∂u/∂x (N, L, d) and Laplacian Σ_d ∂²u/∂x_d² (N, L).
+
+    Nested forward mode (`torch.func.jvp`) with the d input directions stacked as rows: row (n, j)
+    is x_n with tangent e_j. The feature nets act row by row, so this is d forward-over-forward
+    products in one batched pass; vmap would do the same but cannot follow a DEQ stack, which
+    solves to a data-dependent tolerance.
+    """
+    n, d = x.shape
+    rows = x.unsqueeze(1).expand(n, d, d).reshape(n * d, d)
+    directions = torch.eye(d, dtype=x.dtype, device=x.device).expand(n, d, d).reshape(n * d, d)
+    first_derivative = lambda v: jvp(net, (v,), (directions,))[1]  # noqa: E731
+    columns, curvatures = jvp(first_derivative, (rows,), (directions,))
+    latent = columns.shape[-1]
+    jacobian = columns.reshape(n, d, latent).transpose(1, 2)
+    return net(x), jacobian, curvatures.reshape(n, d, latent).sum(1)
 
 
 def split_batch_loss(model: DKEF, x: Tensor, loss_fn: Callable[[ScoreFn, Tensor], Tensor]) -> Tensor:

@@ -1,0 +1,299 @@
+"""Trains and evaluates paper rows (configs/paper_rows.py) at a stated budget, and compares with the paper.
+
+    python -m benchmarks.paper_tables run --group=dkef-uci [--jobs=2] [--n_iters=N] [--seeds=0,1,2]
+    python -m benchmarks.paper_tables report        # -> benchmarks/results/paper-tables.{json,md}
+
+`run` trains each (row, seed) of a group with `main.py` in its own process (one torch thread each,
+`--jobs` at a time), evaluates it (`--mode=eval`), and writes
+benchmarks/results/paper-tables/<row>-seed<k>.json: the row, seed, budget, exact commands, device,
+wall time and the whole eval.json (which carries the training's time per step and peak memory).
+A (row, seed) whose file exists is skipped; a killed run resumes from its working directory.
+
+`report` reads every such file and writes one table per paper table: our mean ± std over seeds
+next to the paper's number, row by row, and the issue's targets with met / not met. The paper's
+numbers (tables 2–4) are in `PAPER` below, so the committed JSON holds both sides.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.harness import device_name
+from configs.paper_rows import ROWS, row_command
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+RUNS_DIR = RESULTS / "paper-tables"
+REPORT_STEM = RESULTS / "paper-tables"
+RUN_ANALYSIS, REPORT_ANALYSIS = "paper-row-run", "paper-tables"
+
+
+@dataclass(frozen=True)
+class Group:
+    """Rows trained together at one budget."""
+
+    rows: tuple[str, ...]
+    seeds: tuple[int, ...]
+    n_iters: int
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+
+def _rows(table: str, datasets: tuple[str, ...], names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"{table}/{d}/{n}" if d else f"{table}/{n}" for d in datasets for n in names)
+
+
+NO_QUICK_EVAL = (("training.eval_freq", 0),)
+GROUPS = {
+    "dkef-uci": Group(
+        _rows("table2", ("parkinsons", "redwine", "whitewine"), ("16-Layer-SM DKEF", "DEQ-SM DKEF")),
+        (0, 1, 2), 2000, NO_QUICK_EVAL,
+    ),
+    "dkef-gaussian": Group(
+        _rows("table3", ("gaussian100", "gaussian200"), ("16-Layer-SM DKEF", "DEQ-SM DKEF")), (0,), 1000, NO_QUICK_EVAL,
+    ),
+    "nice": Group(_rows("table4", ("",), ("SSM", "DEQ-SSM")), (0,), 1000, NO_QUICK_EVAL),
+}
+
+# The paper's numbers: table 2 (mean, std over seeds), table 3 and table 4. Memory in GB as printed.
+PAPER: dict[str, dict[str, Any]] = {
+    **{
+        f"table2/{ds}/{row}": {"test_sm_loss": sm, "test_log_likelihood": ll, "params": params, "memory_gb": mem}
+        for ds, values in {
+            "parkinsons": {"16-Layer-SM DKEF": ([-127.6, 4.2], [-13.4, 0.6], "51k", 3.6),
+                           "DEQ-SM DKEF": ([-152.1, 4.7], [-12.4, 0.7], "10k", 1.3)},
+            "redwine": {"16-Layer-SM DKEF": ([-31.6, 5.2], [-12.7, 0.8], "50k", 2.7),
+                        "DEQ-SM DKEF": ([-44.5, 4.1], [-12.2, 0.7], "9k", 1.1)},
+            "whitewine": {"16-Layer-SM DKEF": ([-35.5, 3.0], [-14.5, 0.6], "50k", 2.7),
+                          "DEQ-SM DKEF": ([-45.01, 4.7], [-13.9, 0.5], "9k", 1.1)},
+        }.items()
+        for row, (sm, ll, params, mem) in values.items()
+    },
+    "table3/gaussian100/16-Layer-SM DKEF": {"test_sm_loss": -44.92, "test_log_likelihood": -141.25,
+                                            "test_fisher_divergence": 6.84, "params": "66k", "memory_gb": 13.2},
+    "table3/gaussian100/DEQ-SM DKEF": {"test_sm_loss": -46.03, "test_log_likelihood": -138.86,
+                                       "test_fisher_divergence": 6.72, "params": "22k", "memory_gb": 3.9},
+    "table3/gaussian100/Ground Truth": {"test_log_likelihood": -137.14},
+    "table3/gaussian200/16-Layer-SM DKEF": {"test_sm_loss": -67.58, "test_log_likelihood": -311.84,
+                                            "test_fisher_divergence": 32.27, "params": "76k", "memory_gb": 14.8},
+    "table3/gaussian200/DEQ-SM DKEF": {"test_sm_loss": -75.03, "test_log_likelihood": -292.56,
+                                       "test_fisher_divergence": 25.42, "params": "33k", "memory_gb": 5.6},
+    "table3/gaussian200/Ground Truth": {"test_log_likelihood": -283.79},
+    "table4/SSM": {"test_sm_loss": [-2455, 52], "test_log_likelihood": [-2058, 60], "params": "15M", "memory_gb": 6.5},
+    "table4/DEQ-SSM": {"test_sm_loss": [-2548, 55], "test_log_likelihood": [-1766, 48], "params": "14M",
+                       "memory_gb": 5.5},
+}
+METRICS = ("test_sm_loss", "test_log_likelihood", "test_fisher_divergence", "log_normaliser_std_error",
+           "params", "train_peak_memory_mib", "train_time_per_step_ms")
+
+
+def slug(row: str) -> str:
+    """A file-name form of a row name."""
+    return row.replace("/", "_").replace(" ", "_").replace("(", "").replace(")", "").replace("=", "")
+
+
+def run_one(row: str, seed: int, group: Group, n_iters: int, runs_root: Path, out_dir: Path) -> Path:
+    """Trains and evaluates one (row, seed) in fresh processes; writes and returns its result file."""
+    out = out_dir / f"{slug(row)}-seed{seed}.json"
+    workdir = runs_root / f"{slug(row)}-seed{seed}"
+    extra = [f"--config.seed={seed}", f"--config.training.n_iters={n_iters}"]
+    extra += [f"--config.{key}={value}" for key, value in group.overrides]
+    train = f"{row_command(row, str(workdir))} {' '.join(extra)}"
+    evaluate = f"{train} --mode=eval"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    runs_root.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with workdir.with_suffix(".log").open("a") as log:
+        for command in (train, evaluate):
+            subprocess.run(command, shell=True, check=True, cwd=ROOT, env=env, stdout=log, stderr=log)
+    result = {
+        "analysis": RUN_ANALYSIS,
+        "row": row,
+        "seed": seed,
+        "budget": {"n_iters": n_iters, **dict(group.overrides)},
+        "commands": [train.replace(str(runs_root), "runs/paper-tables"), "(the same) --mode=eval"],
+        "device": device_name(torch.device("cpu")),
+        "threads": 1,
+        "torch": torch.__version__,
+        "wall_s": round(time.perf_counter() - start, 1),
+        "eval": json.loads((workdir / "eval.json").read_text()),
+    }
+    out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def run_group(name: str, jobs: int, n_iters: int | None, seeds: tuple[int, ...] | None, runs_root: Path) -> None:
+    """Runs every missing (row, seed) of group `name`, `jobs` at a time."""
+    group = GROUPS[name]
+    RUNS_DIR.mkdir(parents=True, exist_ok=True)
+    runs_root.mkdir(parents=True, exist_ok=True)
+    todo = [(row, seed) for seed in (seeds or group.seeds) for row in group.rows
+            if not (RUNS_DIR / f"{slug(row)}-seed{seed}.json").exists()]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run_one, row, seed, group, n_iters or group.n_iters, runs_root, RUNS_DIR)
+                   for row, seed in todo]
+        for future in futures:
+            print("wrote", future.result().relative_to(ROOT), flush=True)
+
+
+def load_runs(folder: Path = RUNS_DIR) -> dict[str, list[dict[str, Any]]]:
+    """The result files under `folder`, grouped by row, each group sorted by seed."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(folder.glob("*.json")):
+        data = json.loads(path.read_text())
+        if data.get("analysis") == RUN_ANALYSIS:
+            runs.setdefault(data["row"], []).append(data)
+    return {row: sorted(found, key=lambda r: r["seed"]) for row, found in runs.items()}
+
+
+def summarise(values: list[float]) -> dict[str, float]:
+    """Mean, sample std (0 for one value) and count."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+def row_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per metric, mean ± std over the row's seeds (metrics a run lacks are skipped)."""
+    summary: dict[str, Any] = {}
+    for metric in METRICS:
+        values = [r["eval"][metric] for r in runs if metric in r["eval"]]
+        if values:
+            summary[metric] = summarise(values)
+    for field in ("true_test_log_likelihood",):
+        if field in runs[0]["eval"]:
+            summary[field] = runs[0]["eval"][field]
+    return summary
+
+
+def _mean(summary: dict[str, Any], row: str, metric: str) -> float | None:
+    return summary.get(row, {}).get(metric, {}).get("mean")
+
+
+def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue #4's targets that the rows present can decide."""
+    found: list[dict[str, Any]] = []
+
+    def add(goal: str, value: float | None, bound: float | None, at_most: bool) -> None:
+        if value is not None and bound is not None:
+            found.append({"goal": goal, "value": value, "target": bound, "at_most": at_most,
+                          "met": value <= bound if at_most else value >= bound})
+
+    for ds in ("parkinsons", "redwine", "whitewine"):
+        deq, deep = f"table2/{ds}/DEQ-SM DKEF", f"table2/{ds}/16-Layer-SM DKEF"
+        add(f"{ds}: DEQ-SM test LL − 16-layer test LL", _diff(summary, deq, deep, "test_log_likelihood"), 0.0, False)
+    for dim, gap, fisher in ((100, 1.72, 6.72), (200, 8.77, 25.42)):
+        deq, deep = f"table3/gaussian{dim}/DEQ-SM DKEF", f"table3/gaussian{dim}/16-Layer-SM DKEF"
+        truth = summary.get(deq, {}).get("true_test_log_likelihood")
+        ll = _mean(summary, deq, "test_log_likelihood")
+        add(f"gaussian{dim}: DEQ-SM LL gap to the true density", None if truth is None or ll is None else truth - ll,
+            gap, True)
+        add(f"gaussian{dim}: DEQ-SM Fisher divergence", _mean(summary, deq, "test_fisher_divergence"), fisher, True)
+        add(f"gaussian{dim}: DEQ-SM LL − 16-layer LL", _diff(summary, deq, deep, "test_log_likelihood"), 0.0, False)
+        add(f"gaussian{dim}: 16-layer Fisher − DEQ-SM Fisher", _diff(summary, deep, deq, "test_fisher_divergence"),
+            0.0, False)
+    add("NICE: DEQ-SSM test LL − SSM test LL", _diff(summary, "table4/DEQ-SSM", "table4/SSM", "test_log_likelihood"),
+        0.0, False)
+    add("NICE: SSM test SM loss − DEQ-SSM test SM loss", _diff(summary, "table4/SSM", "table4/DEQ-SSM", "test_sm_loss"),
+        0.0, False)
+    memory = _diff(summary, "table4/SSM", "table4/DEQ-SSM", "train_peak_memory_mib")
+    add("NICE: SSM peak MiB − DEQ-SSM peak MiB", memory, 0.0, False)
+    return found
+
+
+def _diff(summary: dict[str, Any], a: str, b: str, metric: str) -> float | None:
+    x, y = _mean(summary, a, metric), _mean(summary, b, metric)
+    return None if x is None or y is None else x - y
+
+
+def build_report(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Our summaries next to the paper's numbers, with budgets and targets."""
+    summary = {row: row_summary(found) for row, found in runs.items()}
+    return {
+        "analysis": REPORT_ANALYSIS,
+        "rows": {row: {"ours": summary[row], "paper": PAPER.get(row, {}),
+                       "seeds": [r["seed"] for r in runs[row]], "budget": runs[row][0]["budget"],
+                       "device": runs[row][0]["device"], "mean_wall_s": statistics.fmean(r["wall_s"] for r in runs[row])}
+                 for row in sorted(runs, key=lambda r: list(ROWS).index(r))},
+        "targets": targets(summary),
+    }
+
+
+def _cell(ours: dict[str, Any] | None, paper: Any) -> str:
+    text = "—" if ours is None else (f"{ours['mean']:.4g} ± {ours['std']:.2g}" if ours["n"] > 1 else f"{ours['mean']:.4g}")
+    if isinstance(paper, list):
+        paper = f"{paper[0]:g} ± {paper[1]:g}"
+    return f"{text} ({paper})" if paper is not None else text
+
+
+def markdown_lines(report: dict[str, Any]) -> list[str]:
+    """Tables of our numbers with the paper's in parentheses, the budgets, and the targets."""
+    lines = ["| row | seeds | budget (iters) | test SM loss | test LL | Fisher div. | params | train peak MiB "
+             "(paper GB) | ms / iter | log Z s.e. |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for row, entry in report["rows"].items():
+        ours, paper = entry["ours"], entry["paper"]
+        se = ours.get("log_normaliser_std_error")
+        lines.append("| " + " | ".join([
+            row, str(len(entry["seeds"])), str(entry["budget"]["n_iters"]),
+            _cell(ours.get("test_sm_loss"), paper.get("test_sm_loss")),
+            _cell(ours.get("test_log_likelihood"), paper.get("test_log_likelihood")),
+            _cell(ours.get("test_fisher_divergence"), paper.get("test_fisher_divergence")),
+            _cell(ours.get("params"), paper.get("params")),
+            _cell(ours.get("train_peak_memory_mib"), paper.get("memory_gb")),
+            _cell(ours.get("train_time_per_step_ms"), None),
+            "—" if se is None else f"{se['mean']:.3g}",
+        ]) + " |")
+        truth = ours.get("true_test_log_likelihood")
+        if truth is not None and row.endswith("DEQ-SM DKEF"):
+            ground = PAPER.get(row.rsplit("/", 1)[0] + "/Ground Truth", {}).get("test_log_likelihood")
+            lines.append(f"| {row.rsplit('/', 1)[0]}/Ground Truth | | | | {truth:.5g} ({ground}) | 0 | | | | |")
+    lines += ["", "| goal | value | target | met |", "|---|---|---|---|"]
+    for t in report["targets"]:
+        lines.append(f"| {t['goal']} | {t['value']:.4g} | {'<=' if t['at_most'] else '>='} {t['target']:g} | "
+                     f"{'yes' if t['met'] else 'no'} |")
+    return lines
+
+
+def write_report(folder: Path = RUNS_DIR, stem: Path = REPORT_STEM) -> dict[str, Any]:
+    """Builds the report from `folder` and writes <stem>.json and <stem>.md."""
+    report = build_report(load_runs(folder))
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    header = ["# Paper tables 2–4: ours against the paper", "",
+              "Our mean ± std over seeds, the paper's number in parentheses. Memory: our training process's "
+              "peak (RSS on CPU) in MiB; the paper's GPU memory in GB. Budgets are ours and stated per row "
+              "(the paper: 300 epochs on UCI, 200 on the Gaussians, 1000 NICE iterations).", ""]
+    stem.with_suffix(".md").write_text("\n".join(header + markdown_lines(report)) + "\n")
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train and evaluate the missing (row, seed) pairs of a group")
+    run.add_argument("--group", required=True, choices=sorted(GROUPS))
+    run.add_argument("--jobs", type=int, default=1)
+    run.add_argument("--n_iters", type=int, default=None, help="training steps (default: the group's)")
+    run.add_argument("--seeds", default=None, help="comma-separated seeds (default: the group's)")
+    run.add_argument("--runs_root", default=str(ROOT / "runs" / "paper-tables"))
+    sub.add_parser("report", help="write benchmarks/results/paper-tables.{json,md}")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        if args.jobs < 1:
+            parser.error(f"--jobs must be >= 1, got {args.jobs}")
+        seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
+        run_group(args.group, args.jobs, args.n_iters, seeds, Path(args.runs_root))
+    else:
+        write_report()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
