@@ -162,11 +162,18 @@ def summarise(values: list[float]) -> dict[str, float]:
             "n": len(values)}
 
 
+def _metric(evaluation: dict[str, Any], metric: str) -> Any:
+    """A metric of eval.json; NICE's test LL is the paper's logit-space one."""
+    if metric == "test_log_likelihood" and metric not in evaluation:
+        return evaluation.get("test_log_likelihood_logit_space")
+    return evaluation.get(metric)
+
+
 def row_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Per metric, mean ± std over the row's seeds (metrics a run lacks are skipped)."""
     summary: dict[str, Any] = {}
     for metric in METRICS:
-        values = [r["eval"][metric] for r in runs if metric in r["eval"]]
+        values = [_metric(r["eval"], metric) for r in runs if _metric(r["eval"], metric) is not None]
         if values:
             summary[metric] = summarise(values)
     for field in ("true_test_log_likelihood",):

@@ -37,6 +37,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     # DKEF and NICE: width and number of hidden layers of the swappable MLPs
     model.hidden = 30
     model.depth = 2
+    model.stack_init = "he"  # DKEF feature nets' hidden stack: he (N(0, 2/fan_in)) | torch (nn.Linear default)
     model.latent = 64
     model.n_kernels = 3
     model.n_inducing = 200

@@ -26,6 +26,7 @@ def validate_config(config: ConfigDict) -> None:
     _choice("device", config.device, ("auto", "cpu", "cuda"))
     _choice("model.name", config.model.name, set(models.MODELS.names()) & set(tasks.TASKS.names()))
     _choice("model.conditioning", config.model.conditioning, ("cin++", "sigma"))
+    _choice("model.stack_init", config.model.stack_init, importlib.import_module("score_matching.models.mlp").STACK_INITS)
     _choice("loss.name", config.loss.name, losses.LOSSES.names())
     _choice("loss.projection", config.loss.projection, ("rademacher", "gaussian", "sphere"))
     _choice("loss.trace", config.loss.trace, ("batched", "loop"))

@@ -172,6 +172,31 @@ def test_split_batch_loss_reaches_every_parameter() -> None:
     assert model.log10_lambda.grad.item() == pytest.approx((values[0] - values[1]) / (2 * step), rel=1e-5)
 
 
+@pytest.mark.parametrize("stack_init", ["he", "torch"])
+def test_sixteen_layer_dkef_trains_only_with_he_stack_init(stack_init: str) -> None:
+    """The paper's 16-layer DKEF (depth 15): nn.Linear's default init makes its features constant."""
+    torch.manual_seed(0)
+    data = torch.randn(240, 15)
+    model = DKEF(15, n_inducing=200, depth=15, stack_init=stack_init)
+    model.init_inducing_points(data)
+    weights = [m.weight for m in model.features.modules() if isinstance(m, nn.Linear) and m.in_features == 30]
+    stack = torch.cat([w.flatten() for w in weights[:-3]])  # the stacks' 3 x 14 Linear(30, 30); not out_layer
+    features = model.features[0](data)
+    spread = (features - features.mean(0)).norm(dim=1).mean().item()
+    split_batch_loss(model, data[:32], _exact_sm_loss).backward()
+    grad_norm = torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item()
+    if stack_init == "he":
+        assert stack.std().item() == pytest.approx(math.sqrt(2 / 30), rel=0.05)
+        assert spread > 1e-2 and grad_norm > 1e-2
+    else:
+        assert spread < 1e-4 and grad_norm < 1e-5
+
+
+def test_unknown_stack_init_lists_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"'xavier'.*\['torch', 'he'\]"):
+        MLPStack(3, 3, 2, init="xavier")
+
+
 def test_importance_sampling_is_exact_for_alpha_zero() -> None:
     torch.manual_seed(3)
     model = DKEF(4, n_inducing=6, hidden=5, latent=3)

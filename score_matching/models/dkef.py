@@ -45,6 +45,9 @@ class DKEF(nn.Module):
             the reference code's starting values.
         init_log10_lambda: initial log10 of the ridge λ (−2.0, as the reference code).
         activation: activation of φ_r (see `score_matching.models.mlp.ACTIVATIONS`).
+        stack_init: initialisation of φ_r's hidden stack (`score_matching.models.mlp.STACK_INITS`);
+            "he" by default, since under nn.Linear's default the 8- and 16-layer nets start with
+            constant features and a zero gradient.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class DKEF(nn.Module):
         init_bandwidths: Sequence[float] = (1.0, 1.817, 3.162),
         init_log10_lambda: float = -2.0,
         activation: str = "softplus",
+        stack_init: str = "he",
     ) -> None:
         super().__init__()
         check_int("in_features", in_features, 1)
@@ -75,7 +79,7 @@ class DKEF(nn.Module):
         self.n_inducing = n_inducing
         self.q0_std = float(q0_std)
         self.features = nn.ModuleList(
-            MLP(in_features, hidden, latent, depth, activation) for _ in range(n_kernels)
+            MLP(in_features, hidden, latent, depth, activation, stack_init) for _ in range(n_kernels)
         )
         self.kernel_logits = nn.Parameter(torch.zeros(n_kernels))
         self.log_bandwidths = nn.Parameter(bandwidths.log())

@@ -42,6 +42,7 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
         latent=m.latent,
         q0_std=m.q0_std,
         activation=m.activation,
+        stack_init=m.stack_init,
     ).to(device)
     model.init_inducing_points(train, torch.Generator(device=device).manual_seed(config.seed))
     model = model_transform(model, (train[:4],))
