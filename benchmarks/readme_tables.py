@@ -3,13 +3,14 @@
     python -m benchmarks.readme_tables            # rewrite the section between the markers
     python -m benchmarks.readme_tables --check    # exit 1 if README.md is not what it would write
 
-Every number in the section comes from a result file: each `benchmarks/results/**/*.json` with the
-suite shape (`benchmarks.report.RESULT_KEYS`) becomes a table of its variants (peak memory, step
-time, their ratios to the family's reference and the suite's key accuracy/solver fields), its
-goals with met / not met, and links to its table and plot; a phantom-accuracy result
-(`benchmarks.phantom_accuracy`) becomes its summary table. Files are rendered sorted by path, and
-a JSON of any other shape is skipped. CPU results are labelled as CPU, with "--quick sizes" where
-they ran shrunk, so that they are never read as GPU results.
+Every number in the section comes from a result file, rendered sorted by path: each
+`benchmarks/results/**/*.json` with the suite shape (`benchmarks.report.RESULT_KEYS`) becomes a
+table of its variants (peak memory, step time, their ratios to the family's reference and the
+suite's key accuracy/solver fields), its goals with met / not met, and links to its table and plot;
+a phantom-accuracy result (`benchmarks.phantom_accuracy`) becomes its summary table; the
+paper-tables report (`benchmarks.paper_tables`) becomes its ours-against-the-paper table. A JSON of
+any other shape is skipped. CPU results are labelled as CPU, with "--quick sizes" where they ran
+shrunk, so that they are never read as GPU results.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks import paper_tables
 from benchmarks.phantom_accuracy import budget_line, summary_table
 from benchmarks.report import RESULT_KEYS, format_value, ratio_key
 
@@ -110,21 +112,32 @@ def phantom_section(result: dict[str, Any], json_path: Path) -> list[str]:
     ]
 
 
-def result_files(results: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """Every JSON under `results` (recursively, sorted by path) that is a suite or phantom-accuracy result."""
-    found = []
-    for path in sorted(results.rglob("*.json")):
-        data = json.loads(path.read_text())
-        if is_suite_result(data) or is_phantom_accuracy(data):
-            found.append((path, data))
-    return found
+def paper_tables_section(report: dict[str, Any], json_path: Path) -> list[str]:
+    """The markdown of the paper-tables report (`benchmarks.paper_tables`): ours against the paper."""
+    devices = sorted({entry["device"] for entry in report["rows"].values()})
+    return [f"### Paper tables 2–4, ours against the paper ({', '.join(devices)}: CPU)", "",
+            f"{paper_tables.INTRO} {_links(json_path)}", "", *paper_tables.markdown_lines(report)]
+
+
+def section_for(data: dict[str, Any], path: Path) -> list[str] | None:
+    """The README part of one result file, or None for a file the README does not show."""
+    if is_suite_result(data):
+        return suite_section(data, path)
+    if is_phantom_accuracy(data):
+        return phantom_section(data, path)
+    if data.get("analysis") == paper_tables.REPORT_ANALYSIS:
+        return paper_tables_section(data, path)
+    return None
 
 
 def render_section(results: Path = RESULTS) -> str:
-    """The text between the markers: the intro, then one part per result file."""
+    """The text between the markers: the intro, then one part per shown result file (sorted by path)."""
     lines = ["", INTRO]
-    for path, data in result_files(results):
-        lines += ["", *(suite_section(data, path) if is_suite_result(data) else phantom_section(data, path))]
+    for path in sorted(results.rglob("*.json")):
+        data = json.loads(path.read_text())
+        part = section_for(data, path) if isinstance(data, dict) else None
+        if part is not None:
+            lines += ["", *part]
     if len(lines) == 2:
         lines += ["", "No result files yet."]
     return "\n".join(lines) + "\n\n"

@@ -87,7 +87,14 @@ def get_default_config() -> ml_collections.ConfigDict:
     evaluate.batch_size = 256
     evaluate.checkpoint = "latest"  # latest | a step number
     evaluate.use_ema = True
-    evaluate.is_samples = 1_000_000  # DKEF: importance samples for log Z
+    # DKEF: importance samples for log Z, drawn is_samples at a time until the estimate's standard
+    # error is at most is_target_std_error nats or is_max_samples are drawn.
+    evaluate.is_samples = 1_000_000
+    evaluate.is_target_std_error = 0.1
+    evaluate.is_max_samples = 50_000_000
+    # NICE: the exact test SM loss costs d Hessian-vector products per image (d = 784), so it may use
+    # only the first rows of the test set; 0 = all of them. Reported as n_sm_loss.
+    evaluate.sm_loss_rows = 0
     evaluate.entropy_samples = 128  # SSM-VAE test ELBO: draws of z|x per image for the k-NN entropy of q(z|x)
     evaluate.entropy_neighbours = 1  # SSM-VAE test ELBO: k of the Kozachenko–Leonenko entropy estimate
     evaluate.fid_samples = 50_000  # samples for the standard FID (reported next to it as fid_samples)

@@ -40,3 +40,7 @@ def validate_config(config: ConfigDict) -> None:
         section, key = field.split(".")
         if config[section][key] < 1:
             raise ValueError(f"config.{field}={config[section][key]!r} must be >= 1")
+    for field in ("data.max_train", "data.max_eval", "eval.sm_loss_rows", "training.eval_freq"):
+        section, key = field.split(".")
+        if config[section][key] < 0:
+            raise ValueError(f"config.{field}={config[section][key]!r} must be >= 0 (0 = off / all rows)")

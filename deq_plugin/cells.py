@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -20,7 +21,18 @@ from deq_plugin.norms import normalize_weight
 from deq_plugin.registry import Table
 
 ACTIVATIONS: Table[Callable[[Tensor], Tensor]] = Table("activation")
-ACTIVATIONS.register("softplus")(F.softplus)
+
+
+@ACTIVATIONS.register("softplus")
+def softplus(x: Tensor) -> Tensor:
+    """log(1 + eˣ) as logaddexp(x, 0): F.softplus's function (which returns x above 20, within 2e-9).
+
+    Its double backward has vmap batching rules, F.softplus's does not (vmap then replays it row by
+    row), so a batched Hessian trace through a DEQ of this cell runs batched, several times faster.
+    """
+    return torch.logaddexp(x, x.new_zeros(()))
+
+
 ACTIVATIONS.register("elu")(F.elu)
 ACTIVATIONS.register("tanh")(F.tanh)
 

@@ -15,7 +15,7 @@ from score_matching.models.dkef import (
     mean_log_likelihood,
     split_batch_loss,
 )
-from score_matching.models.mlp import MLP, MLPStack
+from score_matching.models.mlp import MLP, MLPStack, Softplus
 from score_matching.models.nice import NICE
 
 
@@ -70,7 +70,7 @@ def _exact_sm_loss(score_fn, x: torch.Tensor) -> torch.Tensor:
 def test_mlp_stack_layout_and_slicing() -> None:
     stack = MLPStack(4, 6, n_layers=3)
     assert isinstance(stack.layers, nn.Sequential) and len(stack.layers) == 6
-    assert [type(m) for m in stack.layers] == [nn.Linear, nn.Softplus] * 3
+    assert [type(m) for m in stack.layers] == [nn.Linear, Softplus] * 3
     assert stack.layers[0].in_features == 4 and stack.layers[4].in_features == 6
     assert stack(torch.randn(2, 4)).shape == (2, 6)
     assert isinstance(stack.layers[2:4], nn.Sequential)
@@ -201,8 +201,8 @@ def test_importance_sampling_is_exact_for_alpha_zero() -> None:
     torch.manual_seed(3)
     model = DKEF(4, n_inducing=6, hidden=5, latent=3)
     model.init_inducing_points(torch.randn(20, 4))
-    log_z, std_error = log_normaliser_importance_sampling(model, 1000, 300, torch.Generator().manual_seed(0))
-    assert log_z == 0.0 and std_error == 0.0
+    log_z, std_error, drawn = log_normaliser_importance_sampling(model, 1000, 300, torch.Generator().manual_seed(0))
+    assert log_z == 0.0 and std_error == 0.0 and drawn == 1000
     x = torch.randn(9, 4, dtype=torch.float64)
     expected = (-(x**2).sum(-1) / 8 - 2 * math.log(8 * math.pi)).mean().item()
     assert mean_log_likelihood(model.double(), x, 0.0, chunk=4) == pytest.approx(expected, rel=1e-12)
@@ -234,9 +234,22 @@ def test_importance_sampling_matches_closed_form() -> None:
         gaussian = torch.det(shifted) ** -0.5 * torch.exp(-0.5 * a * mu @ torch.linalg.solve(shifted, mu))
         z_series += alpha**j / math.factorial(j) * gaussian.item()
 
-    log_z, std_error = log_normaliser_importance_sampling(model, 200_000, 50_000, torch.Generator().manual_seed(0))
-    assert 0 < std_error < 0.01
+    log_z, std_error, drawn = log_normaliser_importance_sampling(model, 200_000, 50_000, torch.Generator().manual_seed(0))
+    assert 0 < std_error < 0.01 and drawn == 200_000
     assert abs(log_z - math.log(z_series)) < 3 * std_error
+
+    # Adaptive: rounds of 1000 samples until the standard error is at most 0.004 (se ∝ 1/√n).
+    first = log_normaliser_importance_sampling(model, 1000, 1000, torch.Generator().manual_seed(1))
+    log_z, std_error, drawn = log_normaliser_importance_sampling(
+        model, 1000, 1000, torch.Generator().manual_seed(1), target_std_error=0.004
+    )
+    assert first[1] > 0.004 >= std_error and drawn % 1000 == 0
+    assert drawn == pytest.approx(1000 * (first[1] / 0.004) ** 2, rel=0.5)
+    assert abs(log_z - math.log(z_series)) < 3 * std_error
+    capped = log_normaliser_importance_sampling(
+        model, 1000, 1000, torch.Generator().manual_seed(1), target_std_error=1e-6, max_samples=3500
+    )
+    assert capped[2] == 3000 and capped[1] > 1e-6
 
 
 @pytest.mark.parametrize(
@@ -317,3 +330,20 @@ def test_nice_rejects_bad_input() -> None:
         NICE(6, hidden=4)(torch.randn(2, 5))
     with pytest.raises(ValueError, match="in_features must be an int >= 2"):
         NICE(1)
+
+
+def test_softplus_module_is_softplus_with_its_closed_form_derivatives() -> None:
+    from deq_plugin.cells import softplus
+    from score_matching.models.mlp import make_activation
+
+    assert isinstance(make_activation("softplus"), Softplus) and isinstance(Softplus(), nn.Softplus)
+    x = torch.linspace(-30, 30, 2001, dtype=torch.float64, requires_grad=True)
+    reference = torch.log1p(torch.exp(-x.abs())) + x.clamp(min=0)  # log(1 + eˣ), overflow-free
+    for fn in (Softplus(), softplus):
+        y = fn(x)
+        torch.testing.assert_close(y, reference, rtol=1e-15, atol=1e-15)
+        (first,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+        (second,) = torch.autograd.grad(first.sum(), x)
+        sigmoid = 1 / (1 + torch.exp(-x.detach()))
+        torch.testing.assert_close(first, sigmoid, rtol=1e-14, atol=1e-15)
+        torch.testing.assert_close(second, sigmoid * (1 - sigmoid), rtol=1e-12, atol=1e-15)

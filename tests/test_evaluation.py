@@ -293,3 +293,21 @@ def test_ncsn_evaluation_writes_the_classifier_fd_next_to_its_sample_count(small
     assert saved["mnist_classifier_fd_samples"] == 130 and saved["mnist_classifier_fd_reference_images"] == 10000
     assert np.isfinite(saved["mnist_classifier_fd"]) and saved["mnist_classifier_fd"] > 0
     assert "test_anneal_ssm_vr_loss" in saved and "fid" not in saved
+
+
+def test_vae_evaluation_writes_the_classifier_fd_of_decoder_samples(small_classifier, tmp_path, data_root):
+    from main import model_transform_for
+    from score_matching import run
+    from tiny_runs import tiny_config, train_losses
+
+    path = tmp_path / "classifier.pt"
+    save_classifier(small_classifier, path, 0.9, TrainingSettings())
+    config = tiny_config(
+        "vae_deq", eval__classifier_fd_samples=130, eval__classifier_path=str(path), eval__cache_dir=str(tmp_path / "cache"),
+    )
+    train_losses(config, tmp_path / "run")
+    run.evaluate(config, str(tmp_path / "run"), model_transform_for(config), lambda m: {})
+    saved = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert saved["mnist_classifier_fd_samples"] == 130 and saved["mnist_classifier_fd_reference_images"] == 10000
+    assert np.isfinite(saved["mnist_classifier_fd"]) and saved["mnist_classifier_fd"] > 0
+    assert "test_elbo" in saved and "fid" not in saved

@@ -73,6 +73,22 @@ def test_deq_configs_differ_from_their_baselines_only_in_swapped_modules(deq_nam
             assert torch.equal(value, base_state[key]), key
 
 
+@pytest.mark.parametrize("loss", ["cp", "approx_bp"])
+def test_nice_trains_with_the_layer_by_layer_losses(loss, tmp_path):
+    losses = train_losses(tiny_config("nice_baseline", loss__name=loss), tmp_path)
+    assert len(losses) == 3 and all(np.isfinite(losses))
+
+
+def test_layer_by_layer_losses_reject_a_deq_nice_by_name():
+    from score_matching.losses import approx_backprop_score_matching, curvature_propagation
+
+    model = _build(tiny_config("nice_deq"))
+    x = torch.randn(2, model.in_features)
+    for loss in (curvature_propagation, approx_backprop_score_matching):
+        with pytest.raises(TypeError, match=r"unsupported layer DEQBlock: .* need explicit nn\.Linear"):
+            loss(model, x)
+
+
 def test_eval_writes_eval_json_with_autograd_metrics(tmp_path):
     config = tiny_config("dkef_deq")
     train_losses(config, tmp_path)
@@ -99,6 +115,12 @@ def test_unknown_layers_and_options_list_the_valid_choices():
         _build(config)
     config = tiny_config("dkef_deq", deq__solver="broyden")
     with pytest.raises(ValueError, match=r"deq.solver='broyden'.*anderson.*picard"):
+        validate_config(config)
+    config = tiny_config("dkef_deq", model__stack_init="xavier")
+    with pytest.raises(ValueError, match=r"model.stack_init='xavier'.*he.*torch"):
+        validate_config(config)
+    config = tiny_config("nice_deq", eval__sm_loss_rows=-5)
+    with pytest.raises(ValueError, match=r"eval.sm_loss_rows=-5 must be >= 0"):
         validate_config(config)
 
 
@@ -162,3 +184,37 @@ def test_block_specific_options_are_per_layer_options():
     branch = model.deq_res.deq.cell.block
     assert branch.keep_norms and hasattr(branch, "norm1") and model.deq_res.deq.phantom_steps == 3
     assert not _build(tiny_config("ncsn_deq")).deq_res.deq.cell.block.keep_norms
+
+
+def task_test_rows(config):
+    """The NICE task's test rows, rebuilt as tasks/nice.py builds them (dequantised with config.seed)."""
+    from score_matching.datasets import logit_transform, uniform_dequantize
+    from score_matching.tasks.common import first_rows, load_data
+
+    images = first_rows(load_data(config).test.images, config.data.max_eval).flatten(1)
+    pixels = uniform_dequantize(images, torch.Generator().manual_seed(config.seed))
+    return logit_transform(pixels, config.data.logit_alpha)
+
+
+def test_nice_eval_takes_the_sm_loss_on_the_first_sm_loss_rows():
+    config = tiny_config("nice_baseline", eval__sm_loss_rows=2)
+    task = build_task(config, torch.device("cpu"), model_transform_for(config))
+    metrics = task.evaluate(task.model)
+    assert metrics["n_test"] == 16 and metrics["n_sm_loss"] == 2
+    # Independent reference: ½‖∇ log p‖² + tr ∇² log p from explicit float64 Hessians of the 2 rows.
+    model = task.model.double()
+    rows = task_test_rows(config)[:2].double()
+    values = []
+    for row in rows:
+        log_p = lambda v: model(v[None])[0]  # noqa: E731
+        grad = torch.autograd.functional.jacobian(log_p, row)
+        values.append(0.5 * grad.pow(2).sum() + torch.autograd.functional.hessian(log_p, row).diagonal().sum())
+    assert metrics["test_sm_loss"] == pytest.approx(torch.stack(values).mean().item(), rel=1e-4)
+
+
+def test_dkef_with_implicit_deq_layers_says_which_gradient_modes_work():
+    config = tiny_config("dkef_deq", deq__grad="implicit")
+    task = build_task(config, torch.device("cpu"), model_transform_for(config))
+    x = task.get_batch(torch.arange(8), 0)
+    with pytest.raises(TypeError, match=r"forward-mode.*grad='implicit' has none; use grad='phantom' or grad='unrolled'"):
+        task.loss_fn(task.model, x)

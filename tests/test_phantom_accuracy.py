@@ -59,7 +59,7 @@ def test_many_phantom_steps_converge_to_the_exact_reference(data_root, one_threa
     assert max(converged["score_rel_error"]) < 1e-5 and converged["grad_rel_error"] < 1e-5
     assert min(two["score_rel_error"]) > 10 * max(converged["score_rel_error"])
     assert 0 < max(two["contraction_factor"]) < 0.5
-    assert two["loss"] == pytest.approx(two["exact_loss"], rel=1e-3)
+    assert two["loss"] == pytest.approx(two["exact_loss"], rel=5e-3)  # K=2 at a contraction < 0.5
 
 
 def test_a_tiny_run_writes_its_files_and_the_analysis_leaves_training_alone(tmp_path, data_root, one_thread):

@@ -24,7 +24,7 @@ _TINY = {
              "data.max_eval": 16, "eval.batch_size": 16},
     "vae": {"model.vae_width": 2, "model.z_dim": 4, "model.noise_dim": 4, "training.batch_size": 4,
             "data.max_train": 64, "data.max_eval": 8, "eval.batch_size": 8, "eval.entropy_samples": 8,
-            "sampling.n_samples": 4},
+            "sampling.n_samples": 4, "eval.classifier_fd_samples": 0},
 }
 _RUN = {"training.n_iters": 3, "training.log_freq": 1, "training.eval_freq": 0, "training.sample_freq": 0,
         "training.snapshot_freq": 1000, "training.preemption_freq": 1, "device": "cpu"}

@@ -6,7 +6,9 @@ parameter gradients, and takes its options as keyword arguments, so a config can
 `LOSSES.get(name)(fn, x, **kwargs)`. What `fn` is depends on the loss:
     "sm", "ssm", "ssm_vr", "dsm"   a score function s(x)
     "anneal_dsm", "anneal_ssm_vr"  a noise-conditional score function s(x, labels)
-    "cp", "approx_bp"              an MLP log-density (nn.Sequential of Linear + activations)
+    "cp", "approx_bp"              a log-density whose layers they sweep: an nn.Sequential MLP of
+                                   Linear + activations, or a model with propagation_steps() such
+                                   as NICE (see score_matching.losses.flow_propagation)
     "mle"                          a normalised log-density
 """
 from score_matching.losses.annealed import annealed_dsm, annealed_ssm_vr

@@ -1,11 +1,20 @@
-"""Layer access for the MLP-specific losses (curvature propagation, approximate backprop).
+"""Per-layer backward steps for the structure-aware losses (curvature propagation, approximate backprop).
 
-Those losses propagate second-order quantities backwards layer by layer, as the sliced-score-
-matching code did with hand-written per-layer backward methods, so they need the network's
-structure: an `nn.Sequential` (nested ones are flattened) of `nn.Linear` layers and elementwise
-activations, mapping (N, D) to a log-density of shape (N, 1).
+Those losses send the gradient g of the log-density, and second-order quantities of their own,
+backwards layer by layer, as the sliced-score-matching code did with hand-written per-layer
+backward methods. This module holds what they share:
+- `BackwardState`: g and the loss's curvature tensors at one layer's output;
+- `PropagationRule`: how one loss moves its curvature tensors through each kind of layer;
+- the layer sweep through a chain of `nn.Linear` layers and elementwise activations (an MLP,
+  given as an `nn.Sequential`, nested ones flattened), `sweep_layers`.
+How whole log-densities (an MLP, a NICE flow) are built from such chains is in
+`score_matching.losses.flow_propagation`.
 """
 from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -14,25 +23,77 @@ ELEMENTWISE_ACTIVATIONS: tuple[type[nn.Module], ...] = (
     nn.Softplus, nn.Tanh, nn.Sigmoid, nn.LogSigmoid, nn.ELU, nn.CELU, nn.SELU, nn.SiLU, nn.GELU, nn.Mish, nn.Softsign,
 )
 
+Curvature = tuple[Tensor, ...]
 
-def mlp_layers(log_density_fn: nn.Module) -> list[nn.Module]:
-    """The flat list of layers of an MLP log-density, checking every layer is supported."""
-    if not isinstance(log_density_fn, nn.Sequential):
-        raise TypeError(
-            "this loss propagates curvature layer by layer and needs the log-density as an nn.Sequential "
-            f"of nn.Linear and elementwise activations, got {type(log_density_fn).__name__}"
+
+@dataclass(frozen=True)
+class BackwardState:
+    """What flows backwards: g = ∂ log p/∂h and a loss's curvature tensors, each of shape (N, width of h)."""
+
+    grad: Tensor
+    curvature: Curvature
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> BackwardState:
+        """fn applied to every tensor."""
+        return BackwardState(fn(self.grad), tuple(fn(c) for c in self.curvature))
+
+    def combine(self, other: BackwardState, fn: Callable[[Tensor, Tensor], Tensor]) -> BackwardState:
+        """fn applied to every pair of corresponding tensors of self and other."""
+        return BackwardState(
+            fn(self.grad, other.grad), tuple(fn(a, b) for a, b in zip(self.curvature, other.curvature, strict=True))
         )
+
+
+class PropagationRule(ABC):
+    """How one loss carries its curvature tensors backwards (g itself always goes the same way)."""
+
+    @abstractmethod
+    def output(self, like: Tensor) -> Curvature:
+        """The curvature tensors at a scalar log-density output; like is g = 1 there, shape (N, 1)."""
+
+    @abstractmethod
+    def standard_gaussian(self, z: Tensor) -> Curvature:
+        """The curvature tensors at z for log p = log N(z; 0, I), whose Hessian is −I."""
+
+    @abstractmethod
+    def linear(self, curvature: Curvature, weight: Tensor) -> Curvature:
+        """Through h_out = W h_in + b (weight W of shape (out, in)); g_in = Wᵀ g_out."""
+
+    @abstractmethod
+    def scale(self, curvature: Curvature, scale: Tensor) -> Curvature:
+        """Through h_out = scale ⊙ h_in (scale of shape (width,)); g_in = scale ⊙ g_out."""
+
+    @abstractmethod
+    def activation(self, curvature: Curvature, grad: Tensor, first: Tensor, second: Tensor) -> Curvature:
+        """Through h = σ(a), given g at h and σ'(a), σ''(a); g_a = σ'(a) ⊙ g."""
+
+
+def mlp_layers(module: nn.Module) -> list[nn.Module]:
+    """The flat list of layers of an nn.Sequential MLP, checking every layer is supported."""
+    if not isinstance(module, nn.Sequential):
+        raise TypeError(
+            f"an MLP must be an nn.Sequential of nn.Linear and elementwise activations, got {type(module).__name__}"
+        )
+    layers = _flatten(module)
+    if not layers:
+        raise TypeError("the MLP has no layers")
+    return layers
+
+
+def _flatten(module: nn.Sequential) -> list[nn.Module]:
+    """The Linear and activation layers of module in order, nested nn.Sequentials (even empty) expanded."""
     layers: list[nn.Module] = []
-    for module in log_density_fn:
-        if isinstance(module, nn.Sequential):
-            layers += mlp_layers(module)
-        elif isinstance(module, (nn.Linear, *ELEMENTWISE_ACTIVATIONS)):
-            layers.append(module)
+    for child in module:
+        if isinstance(child, nn.Sequential):
+            layers += _flatten(child)
+        elif isinstance(child, (nn.Linear, *ELEMENTWISE_ACTIVATIONS)):
+            layers.append(child)
         else:
             valid = ["Linear"] + [a.__name__ for a in ELEMENTWISE_ACTIVATIONS]
-            raise TypeError(f"unsupported layer {type(module).__name__} in the MLP log-density; valid: {valid}")
-    if not layers:
-        raise TypeError("the MLP log-density has no layers")
+            raise TypeError(
+                f"unsupported layer {type(child).__name__}: curvature propagation and approximate backprop need "
+                f"explicit nn.Linear and elementwise activation layers (valid: {valid})"
+            )
     return layers
 
 
@@ -43,17 +104,14 @@ def check_mlp_input(x: Tensor) -> None:
         raise ValueError(f"an MLP log-density needs x of shape (batch >= 1, features), got {shape}")
 
 
-def layer_inputs(layers: list[nn.Module], x: Tensor) -> list[Tensor]:
-    """The input of every layer when the MLP runs on x of shape (N, D); checks the (N, 1) output."""
-    check_mlp_input(x)
+def layer_inputs(layers: list[nn.Module], x: Tensor) -> tuple[list[Tensor], Tensor]:
+    """(the input of every layer, the output) when the layers run on x of shape (N, D)."""
     inputs = []
     h = x
     for layer in layers:
         inputs.append(h)
         h = layer(h)
-    if h.shape != (x.shape[0], 1):
-        raise ValueError(f"the MLP must output a log-density of shape (N, 1), got {tuple(h.shape)}")
-    return inputs
+    return inputs, h
 
 
 def activation_derivatives(activation: nn.Module, a: Tensor) -> tuple[Tensor, Tensor]:
@@ -63,3 +121,20 @@ def activation_derivatives(activation: nn.Module, a: Tensor) -> tuple[Tensor, Te
         (first,) = torch.autograd.grad(activation(a).sum(), a, create_graph=True)
         (second,) = torch.autograd.grad(first.sum(), a, create_graph=True, materialize_grads=True)
     return first, second
+
+
+def layer_backward(rule: PropagationRule, layer: nn.Module, h: Tensor, state: BackwardState) -> BackwardState:
+    """The state at the input h of one Linear or activation layer, from the state at its output."""
+    if isinstance(layer, nn.Linear):
+        return BackwardState(state.grad @ layer.weight, rule.linear(state.curvature, layer.weight))
+    first, second = activation_derivatives(layer, h)
+    return BackwardState(state.grad * first, rule.activation(state.curvature, state.grad, first, second))
+
+
+def sweep_layers(
+    rule: PropagationRule, layers: list[nn.Module], inputs: list[Tensor], state: BackwardState
+) -> BackwardState:
+    """The state at the chain's input, from the state at its output and every layer's input."""
+    for layer, h in zip(reversed(layers), reversed(inputs), strict=True):
+        state = layer_backward(rule, layer, h, state)
+    return state

@@ -255,7 +255,14 @@ def _feature_derivatives(net: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Ten
     rows = x.unsqueeze(1).expand(n, d, d).reshape(n * d, d)
     directions = torch.eye(d, dtype=x.dtype, device=x.device).expand(n, d, d).reshape(n * d, d)
     first_derivative = lambda v: jvp(net, (v,), (directions,))[1]  # noqa: E731
-    columns, curvatures = jvp(first_derivative, (rows,), (directions,))
+    try:
+        columns, curvatures = jvp(first_derivative, (rows,), (directions,))
+    except NotImplementedError as error:
+        raise TypeError(
+            "DKEF fits α with forward-mode derivatives of its feature nets (torch.func.jvp), and a module in "
+            f"{type(net).__name__} has no forward-mode rule (a DEQ with grad='implicit' has none; use grad='phantom' "
+            f"or grad='unrolled'): {error}"
+        ) from error
     latent = columns.shape[-1]
     jacobian = columns.reshape(n, d, latent).transpose(1, 2)
     return net(x), jacobian, curvatures.reshape(n, d, latent).sum(1)
@@ -277,28 +284,47 @@ def split_batch_loss(model: DKEF, x: Tensor, loss_fn: Callable[[ScoreFn, Tensor]
 
 @torch.no_grad()
 def log_normaliser_importance_sampling(
-    model: DKEF, n_samples: int, chunk: int = 10_000, generator: torch.Generator | None = None
-) -> tuple[float, float]:
-    """Importance-sampling estimate of log Z = log ∫ p̃(x) dx and its standard error.
+    model: DKEF,
+    n_samples: int,
+    chunk: int = 10_000,
+    generator: torch.Generator | None = None,
+    target_std_error: float | None = None,
+    max_samples: int | None = None,
+) -> tuple[float, float, int]:
+    """Importance-sampling estimate of log Z = log ∫ p̃(x) dx, its standard error, and the sample count.
 
     The proposal is q0 itself, so the weights are w = p̃(x) / q0(x) = exp f(x), x ~ q0; then
     Ẑ = mean(w), log Ẑ is a log-sum-exp, and by the delta method se(log Ẑ) = std(w) / (√n mean(w)).
-    Samples are drawn `chunk` at a time with `generator`, which must live on the model's device;
-    the log-weights are kept in float64 (8 bytes per sample).
+    Draws n_samples; with target_std_error, keeps drawing n_samples more until the standard error
+    is at most the target or max_samples (default: 100·n_samples) are drawn. Samples come `chunk`
+    at a time from `generator`, which must live on the model's device; the log-weights are kept in
+    float64 (8 bytes per sample).
     """
     check_int("n_samples", n_samples, 2)
     check_int("chunk", chunk, 1)
+    cap = max_samples if max_samples is not None else 100 * n_samples
+    check_int("max_samples", cap, n_samples)
+    if target_std_error is not None and not target_std_error > 0:
+        raise ValueError(f"target_std_error must be > 0 (or None), got {target_std_error!r}")
     reference = model.inducing_points
-    log_weights = []
-    for start in range(0, n_samples, chunk):
-        shape = (min(chunk, n_samples - start), model.in_features)
-        x = torch.randn(shape, generator=generator, device=reference.device, dtype=reference.dtype) * model.q0_std
-        log_weights.append(model.kernel_expansion(x).double())
-    log_w = torch.cat(log_weights)
-    log_z = torch.logsumexp(log_w, dim=0) - math.log(n_samples)
+    log_weights: list[Tensor] = []
+    drawn = 0
+    while True:
+        for start in range(0, n_samples, chunk):
+            shape = (min(chunk, n_samples - start), model.in_features)
+            x = torch.randn(shape, generator=generator, device=reference.device, dtype=reference.dtype)
+            log_weights.append(model.kernel_expansion(x * model.q0_std).double())
+        drawn += n_samples
+        log_z, std_error = _log_mean_exp_with_error(torch.cat(log_weights))
+        if target_std_error is None or std_error <= target_std_error or drawn + n_samples > cap:
+            return log_z, std_error, drawn
+
+
+def _log_mean_exp_with_error(log_w: Tensor) -> tuple[float, float]:
+    """log mean(exp(log_w)) and the delta-method standard error of that estimate."""
+    log_z = torch.logsumexp(log_w, dim=0) - math.log(len(log_w))
     weights = torch.exp(log_w - log_w.max())  # the ratio std/mean is invariant to this shift
-    std_error = weights.std() / (weights.mean() * math.sqrt(n_samples))
-    return log_z.item(), std_error.item()
+    return log_z.item(), (weights.std() / (weights.mean() * math.sqrt(len(log_w)))).item()
 
 
 @torch.no_grad()

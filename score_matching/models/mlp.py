@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 
 ACTIVATIONS = ("softplus", "tanh", "elu", "silu")
@@ -23,10 +24,22 @@ def make_activation(name: str) -> nn.Module:
     Exact score matching differentiates the network twice, so only activations with a second
     derivative are offered (softplus is the default everywhere).
     """
-    factories = {"softplus": nn.Softplus, "tanh": nn.Tanh, "elu": nn.ELU, "silu": nn.SiLU}
+    factories = {"softplus": Softplus, "tanh": nn.Tanh, "elu": nn.ELU, "silu": nn.SiLU}
     if name not in factories:
         raise ValueError(f"unknown activation {name!r}; valid: {list(ACTIVATIONS)}")
     return factories[name]()
+
+
+class Softplus(nn.Softplus):
+    """nn.Softplus() computed as logaddexp(x, 0) (nn.Softplus returns x above 20: within 2e-9).
+
+    The reason is speed: its double backward has vmap batching rules and nn.Softplus's does not
+    (vmap replays it row by row), so the batched Hessian trace of exact score matching runs
+    batched; for a softplus MLP energy at d = 100 that made it about 4x faster on a CPU.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.logaddexp(x, x.new_zeros(()))
 
 
 def check_int(name: str, value: int, minimum: int) -> None:
@@ -106,3 +119,11 @@ class MLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, in_features) -> (B, out_features)."""
         return self.out_layer(self.stack(self.in_layer(x)))
+
+    def as_sequential(self) -> nn.Sequential:
+        """The same function as one nn.Sequential sharing this MLP's modules (nothing is copied).
+
+        An `MLPStack` contributes its `layers`; a stack a patch swapped in stays one opaque module.
+        """
+        stack = self.stack.layers if isinstance(self.stack, MLPStack) else self.stack
+        return nn.Sequential(self.in_layer, stack, self.out_layer)

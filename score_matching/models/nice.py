@@ -10,6 +10,8 @@ Submodule names are stable; a patch may swap each `stack` for a module of the sa
     couplings.{k}.net.stack      MLPStack of depth − 1 layers              (B, hidden) -> (B, hidden)
     couplings.{k}.net.out_layer  Linear(hidden -> D_update)              (B, hidden) -> (B, D_update)
 where D_keep = ⌈D/2⌉ for even k and ⌊D/2⌋ for odd k (both 392 for MNIST), D_update = D − D_keep.
+`propagation_steps()` describes the flow to the layer-by-layer losses (CP, approx-BP); they need the
+stacks' explicit Linear and activation layers and raise a TypeError for a swapped-in stack.
 """
 from __future__ import annotations
 
@@ -18,6 +20,13 @@ import math
 import torch
 from torch import Tensor, nn
 
+from score_matching.losses.flow_propagation import (
+    AdditiveCouplingStep,
+    DiagonalScaleStep,
+    Head,
+    StandardGaussianHead,
+    Step,
+)
 from score_matching.models import register_model
 from score_matching.models.mlp import MLP, check_int
 
@@ -43,6 +52,14 @@ class AdditiveCoupling(nn.Module):
     def inverse(self, y: Tensor) -> Tensor:
         """The inverse coupling: subtracts the same shift, since the kept coordinates are unchanged."""
         return y.index_add(1, self.update_index, self.net(y[:, self.keep_index]), alpha=-1)
+
+    def propagation_step(self) -> AdditiveCouplingStep:
+        """This coupling as a step of the layer-by-layer losses (CP, approx-BP).
+
+        Raises a TypeError if `net` holds a module other than Linear layers and elementwise
+        activations (e.g. a stack swapped for a DEQ block), which those losses cannot sweep through.
+        """
+        return AdditiveCouplingStep(self.keep_index, self.update_index, self.net.as_sequential())
 
 
 @register_model("nice")
@@ -95,6 +112,15 @@ class NICE(nn.Module):
         z = self.transform(x)
         log_prior = -0.5 * z.pow(2).sum(-1) - 0.5 * self.in_features * math.log(2 * math.pi)
         return log_prior + self.log_scale.sum()
+
+    def propagation_steps(self) -> list[Step | Head]:
+        """forward's log p as steps of the layer-by-layer losses (CP, approx-BP), in forward order.
+
+        The couplings, the scaling z = exp(s) ⊙ h and the Gaussian prior; Σ s and the prior's
+        normaliser are constant in x. See `score_matching.losses.flow_propagation`.
+        """
+        couplings: list[Step | Head] = [coupling.propagation_step() for coupling in self.couplings]
+        return couplings + [DiagonalScaleStep(torch.exp(self.log_scale)), StandardGaussianHead()]
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:

@@ -55,13 +55,16 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
 
     def evaluate(net: nn.Module) -> dict[str, float]:
         generator = torch.Generator(device=device).manual_seed(config.seed)
-        log_z, log_z_se = log_normaliser_importance_sampling(net, config.eval.is_samples, generator=generator)
+        log_z, log_z_se, n_is = log_normaliser_importance_sampling(
+            net, config.eval.is_samples, generator=generator, target_std_error=config.eval.is_target_std_error,
+            max_samples=config.eval.is_max_samples,
+        )
         metrics = {
             "test_sm_loss": test_sm_loss(net, test),
             "test_log_likelihood": mean_log_likelihood(net, test, log_z),
             "log_normaliser": log_z,
             "log_normaliser_std_error": log_z_se,
-            "is_samples": config.eval.is_samples,
+            "is_samples": n_is,
             "n_test": len(test),
             "params": sum(p.numel() for p in net.parameters()),
             "data_protocol": config.data.protocol if name in UCI_NAMES else "synthetic",

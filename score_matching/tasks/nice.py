@@ -77,11 +77,14 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
         score = score_from_log_density(net)
         return sum(exact_score_matching(score, part, trace=config.loss.trace).item() * len(part) for part in y.split(chunk)) / len(y)
 
+    sm_rows = test[: config.eval.sm_loss_rows] if config.eval.sm_loss_rows > 0 else test
+
     def evaluate(net: nn.Module) -> dict[str, float]:
         return {
             **log_likelihoods(net),
-            "test_sm_loss": test_sm_loss(net, test),
+            "test_sm_loss": test_sm_loss(net, sm_rows),
             "n_test": len(test),
+            "n_sm_loss": len(sm_rows),
             "params": sum(p.numel() for p in net.parameters()),
         }
 

@@ -20,7 +20,9 @@ Metrics (`evaluate`, on the first data.max_eval test images):
   for the dimension (upward, by nats at D_z = 32, for Gaussians); compare models only at equal D_z
   and draws;
 - params, params_encoder, params_decoder, params_score_net (the paper's #Param column matches the
-  score estimator's count at the CelebA sizes: 8.7M here against its 8.8M).
+  score estimator's count at the CelebA sizes: 8.7M here against its 8.8M);
+- the sample-quality metrics of decoder samples at z ~ N(0, I) configured in config.eval (the
+  standard FID with local Inception weights, the MNIST classifier FD on MNIST), as for NCSN.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import torch
 from ml_collections import ConfigDict
 from torch import Tensor, nn
 
+from score_matching.evaluation.image_metrics import image_sample_metrics
 from score_matching.losses import LOSSES
 from score_matching.models import MODELS
 from score_matching.tasks import ModelTransform, Task, register_task
@@ -101,6 +104,15 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
         names = {"recon": "test_recon_nll", "prior": "test_neg_log_prior", "entropy": "test_entropy", "elbo": "test_elbo"}
         return {names[key]: value / len(x) for key, value in sums.items()}
 
+    def sample(net: nn.Module, n: int, generator: torch.Generator) -> Tensor:
+        z = torch.randn(n, m.z_dim, generator=generator, device=device)
+        with torch.no_grad():
+            return decoded_images(net.decode(z), likelihood)
+
+    def draw_for_eval(net: nn.Module, n: int) -> Tensor:
+        generator = torch.Generator(device=device).manual_seed(config.seed)
+        return torch.cat([sample(net, min(chunk, n - start), generator).cpu() for start in range(0, n, chunk)])
+
     def evaluate(net: nn.Module) -> dict[str, float]:
         return {
             **score_and_surrogate(net, test),
@@ -108,12 +120,8 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
             "n_test": n_test,
             "params": _count(net),
             **{f"params_{name}": _count(part) for name, part in net.named_children()},
+            **image_sample_metrics(config, data.train, data.test, lambda n: draw_for_eval(net, n), device),
         }
-
-    def sample(net: nn.Module, n: int, generator: torch.Generator) -> Tensor:
-        z = torch.randn(n, m.z_dim, generator=generator, device=device)
-        with torch.no_grad():
-            return decoded_images(net.decode(z), likelihood)
 
     return Task(
         model=model,

@@ -1,0 +1,72 @@
+"""benchmarks.paper_tables: per-seed runs summarised against the paper, and the issue's targets."""
+import json
+import math
+
+import pytest
+
+from benchmarks import paper_tables
+from benchmarks.readme_tables import render_section
+from configs.paper_rows import ROWS
+
+
+def _write_run(folder, row, seed, **evaluation):
+    result = {"analysis": paper_tables.RUN_ANALYSIS, "row": row, "seed": seed, "budget": {"n_iters": 10},
+              "device": "Test CPU (cpu)", "wall_s": 1.5, "eval": evaluation}
+    (folder / f"{paper_tables.slug(row)}-seed{seed}.json").write_text(json.dumps(result))
+
+
+def test_every_group_row_and_paper_row_exists():
+    for group in paper_tables.GROUPS.values():
+        assert set(group.rows) <= set(ROWS)
+    assert {row for row in paper_tables.PAPER if not row.endswith("Ground Truth")} <= set(ROWS)
+
+
+def test_report_means_stds_and_targets(tmp_path):
+    runs, stem = tmp_path / "runs", tmp_path / "paper-tables"
+    runs.mkdir()
+    deq, deep = "table2/redwine/DEQ-SM DKEF", "table2/redwine/16-Layer-SM DKEF"
+    for seed, ll in enumerate([-12.0, -13.0, -14.5]):
+        _write_run(runs, deq, seed, test_log_likelihood=ll, test_sm_loss=-40.0 + seed, params=9000)
+    for seed, ll in enumerate([-13.0, -13.5, -14.0]):
+        _write_run(runs, deep, seed, test_log_likelihood=ll, test_sm_loss=-30.0, params=50000)
+    g_deq, g_deep = "table3/gaussian100/DEQ-SM DKEF", "table3/gaussian100/16-Layer-SM DKEF"
+    _write_run(runs, g_deq, 0, test_log_likelihood=-139.0, test_fisher_divergence=7.0, true_test_log_likelihood=-137.5)
+    _write_run(runs, g_deep, 0, test_log_likelihood=-141.0, test_fisher_divergence=6.5, true_test_log_likelihood=-137.5)
+    _write_run(runs, "table4/SSM", 0, test_log_likelihood_logit_space=-2100.0, test_sm_loss=-2400.0,
+               train_peak_memory_mib=900.0)
+
+    report = paper_tables.write_report(runs, stem)
+
+    ours = report["rows"][deq]["ours"]["test_log_likelihood"]
+    assert ours["mean"] == pytest.approx(-39.5 / 3)
+    # Sample std of (-12, -13, -14.5): deviations 1.1667, 0.1667, -1.3333.
+    assert ours["std"] == pytest.approx(math.sqrt((1.1667**2 + 0.1667**2 + 1.3333**2) / 2), rel=1e-3)
+    assert report["rows"][deq]["paper"]["test_log_likelihood"] == [-12.2, 0.7]
+    assert report["rows"]["table4/SSM"]["ours"]["test_log_likelihood"]["mean"] == -2100.0  # logit space
+    assert list(report["rows"]) == [r for r in ROWS if r in report["rows"]]  # the paper's row order
+
+    targets = {t["goal"]: t for t in report["targets"]}
+    redwine = targets["redwine: DEQ-SM test LL − 16-layer test LL"]
+    assert redwine["value"] == pytest.approx(-39.5 / 3 + 13.5) and redwine["met"]  # -13.17 > -13.5
+    gap = targets["gaussian100: DEQ-SM LL gap to the true density"]
+    assert gap["value"] == pytest.approx(1.5) and gap["met"]  # <= the paper's 1.72
+    assert not targets["gaussian100: DEQ-SM Fisher divergence"]["met"]  # 7.0 > 6.72
+    assert targets["gaussian100: DEQ-SM LL − 16-layer LL"]["met"]
+    assert not targets["gaussian100: 16-layer Fisher − DEQ-SM Fisher"]["met"]
+    assert not any(goal.startswith("NICE") for goal in targets)  # DEQ-SSM missing: undecided, not listed
+
+    text = stem.with_suffix(".md").read_text()
+    assert "| table2/redwine/DEQ-SM DKEF | 3 | 10 | -39 ± 1 (-44.5 ± 4.1) |" in text
+    assert "| table3/gaussian100/Ground Truth | | | | -138 (-137.14) |" in text
+    assert json.loads(stem.with_suffix(".json").read_text()) == report
+
+
+def test_report_is_rendered_in_the_readme_section(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    _write_run(runs, "table4/DEQ-SSM", 0, test_log_likelihood_logit_space=-1800.0, test_sm_loss=-2500.0)
+    paper_tables.write_report(runs, tmp_path / "paper-tables")
+    section = render_section(tmp_path)
+    assert "### Paper tables 2–4, ours against the paper (Test CPU (cpu): CPU)" in section
+    assert "| table4/DEQ-SSM | 1 | 10 | -2500 (-2548 ± 55) | -1800 (-1766 ± 48) |" in section
+    assert "paper-row-run" not in section  # per-seed files are not rendered one by one
