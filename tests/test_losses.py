@@ -246,21 +246,25 @@ def test_cp_hessian_diagonal_unbiased_and_score_exact():
     torch.testing.assert_close(score[:4], g, rtol=1e-12, atol=1e-14)
 
 
-def test_cp_loss_and_parameter_gradients_unbiased():
-    net = mlp(seed=3)
-    x = torch.randn(3, 5, dtype=F64, generator=torch.Generator().manual_seed(10))
-    reference = reference_sm(energy(net), x, create_graph=True)
-    want = param_grads(reference, net)[0]
-    generator = torch.Generator().manual_seed(11)
-    repeats = 100
+def assert_cp_unbiased(model: nn.Module, log_density, x: torch.Tensor, seed: int, repeats: int = 100) -> None:
+    """CP's loss and every parameter gradient, averaged over repeats of 100 particles, match exact SM
+    within Z standard errors of that average."""
+    reference = reference_sm(log_density, x, create_graph=True)
+    want = torch.cat([g.flatten() for g in param_grads(reference, model)])
+    generator = torch.Generator().manual_seed(seed)
     values, grads = [], []
     for _ in range(repeats):
-        loss = curvature_propagation(net, x, n_particles=100, generator=generator)
+        loss = curvature_propagation(model, x, n_particles=100, generator=generator)
         values.append(loss.detach())
-        grads.append(param_grads(loss, net)[0])
+        grads.append(torch.cat([g.flatten() for g in param_grads(loss, model)]))
     values, grads = torch.stack(values), torch.stack(grads)
     assert abs(values.mean() - reference.detach()) <= Z * values.std() / math.sqrt(repeats)
     assert bool(((grads.mean(dim=0) - want).abs() <= Z * grads.std(dim=0) / math.sqrt(repeats) + 1e-12).all())
+
+
+def test_cp_loss_and_parameter_gradients_unbiased():
+    net = mlp(seed=3)
+    assert_cp_unbiased(net, energy(net), torch.randn(3, 5, dtype=F64, generator=torch.Generator().manual_seed(10)), 11)
 
 
 def test_approx_bp_exact_for_one_hidden_layer():
@@ -374,20 +378,7 @@ def test_nice_cp_hessian_diagonal_unbiased():
 
 def test_nice_cp_loss_and_parameter_gradients_unbiased():
     model = tiny_nice(seed=2)
-    x = torch.randn(3, 6, dtype=F64, generator=torch.Generator().manual_seed(16))
-    reference = reference_sm(model, x, create_graph=True)
-    want = param_grads(reference, model)
-    generator = torch.Generator().manual_seed(17)
-    repeats = 100
-    values, grads = [], []
-    for _ in range(repeats):
-        loss = curvature_propagation(model, x, n_particles=100, generator=generator)
-        values.append(loss.detach())
-        grads.append(torch.cat([g.flatten() for g in param_grads(loss, model)]))
-    values, grads = torch.stack(values), torch.stack(grads)
-    assert abs(values.mean() - reference.detach()) <= Z * values.std() / math.sqrt(repeats)
-    want = torch.cat([g.flatten() for g in want])
-    assert bool(((grads.mean(dim=0) - want).abs() <= Z * grads.std(dim=0) / math.sqrt(repeats) + 1e-12).all())
+    assert_cp_unbiased(model, model, torch.randn(3, 6, dtype=F64, generator=torch.Generator().manual_seed(16)), 17)
 
 
 def test_nice_approx_bp_matches_the_written_out_recursion_and_is_biased():
