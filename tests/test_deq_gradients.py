@@ -128,3 +128,34 @@ def test_eval_mode_gives_the_train_mode_score(grad):
     eval_score = score()
     assert eval_score.abs().sum() > 0
     assert torch.allclose(train_score, eval_score, rtol=1e-12, atol=1e-14)
+
+
+def test_forward_mode_tangents_follow_the_gradient_mode():
+    """torch.func.jvp through a DEQ: with grad on, the tangent is the Jacobian the gradient mode
+    gives reverse mode (phantom K=2 differs from exact; unrolled is exact); with grad off, no mode
+    applies and the tangent follows the solver to the implicit one (I − DW)⁻¹ D u̇, D = σ'(Wz* + u)."""
+    from torch.func import jvp
+
+    cell = DenseCell(5, norm_lambda=1.5)
+    u = torch.randn(3, 5)
+    tangent = torch.randn(3, 5)
+    w = cell.linear.weight.detach()
+    deq = DEQ(cell, tol=1e-13, max_iter=300, grad="unrolled")
+    with torch.no_grad():
+        z_star = deq(u)
+    d = torch.sigmoid(z_star @ w.t() + u)
+    eye = torch.eye(5)
+    exact = torch.stack([torch.linalg.solve(eye - d_b[:, None] * w, d_b * t_b) for d_b, t_b in zip(d, tangent)])
+
+    for grad in ("phantom", "unrolled"):
+        deq = DEQ(cell, tol=1e-13, max_iter=300, grad=grad, phantom_steps=2)
+        forward = jvp(deq, (u,), (tangent,))[1]
+        reverse = torch.einsum("bibj,bj->bi", jacobian(deq, u), tangent)  # the mode's reverse-mode Jacobian
+        torch.testing.assert_close(forward, reverse, rtol=1e-10, atol=1e-12)
+        if grad == "unrolled":
+            torch.testing.assert_close(forward, exact, rtol=1e-9, atol=1e-12)
+        else:
+            assert relative_error(forward, exact) > 1e-4  # two phantom steps are not exact here
+    deq = DEQ(cell, tol=1e-13, max_iter=300, grad="phantom")
+    with torch.no_grad():
+        torch.testing.assert_close(jvp(deq, (u,), (tangent,))[1], exact, rtol=1e-9, atol=1e-12)
