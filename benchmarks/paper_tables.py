@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from benchmarks.harness import device_name
@@ -162,7 +163,8 @@ def load_runs(folder: Path = RUNS_DIR) -> dict[str, list[dict[str, Any]]]:
 
 def summarise(values: list[float]) -> dict[str, float]:
     """Mean, sample std (0 for one value) and count."""
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+    array = np.asarray(values, dtype=np.float64)
+    return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
             "n": len(values)}
 
 
@@ -236,6 +238,7 @@ def build_report(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                        "device": runs[row][0]["device"], "mean_wall_s": statistics.fmean(r["wall_s"] for r in runs[row])}
                  for row in sorted(runs, key=lambda r: list(ROWS).index(r))},
         "targets": targets(summary),
+        "paper_ground_truth": {row: values for row, values in PAPER.items() if row.endswith("Ground Truth")},
     }
 
 
