@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from benchmarks.harness import device_name
-from benchmarks.report import format_value
+from benchmarks.report import Target, format_value, goals_table
 from configs.paper_rows import ROWS, row_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,13 +193,12 @@ def _mean(summary: dict[str, Any], row: str, metric: str) -> float | None:
 
 
 def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue #4's targets that the rows present can decide."""
+    """Issue #4's targets that the rows present can decide, in `Target.as_dict()` form."""
     found: list[dict[str, Any]] = []
 
-    def add(goal: str, value: float | None, bound: float | None, at_most: bool) -> None:
-        if value is not None and bound is not None:
-            found.append({"goal": goal, "value": value, "target": bound, "at_most": at_most,
-                          "met": value <= bound if at_most else value >= bound})
+    def add(goal: str, value: float | None, bound: float, at_most: bool) -> None:
+        if value is not None:
+            found.append(Target(goal, value, bound, at_most).as_dict())
 
     for ds in ("parkinsons", "redwine", "whitewine"):
         deq, deep = f"table2/{ds}/DEQ-SM DKEF", f"table2/{ds}/16-Layer-SM DKEF"
@@ -273,11 +272,7 @@ def markdown_lines(report: dict[str, Any]) -> list[str]:
             table = row.rsplit("/", 1)[0]
             ground = PAPER.get(f"{table}/Ground Truth", {}).get("test_log_likelihood")
             lines.append(f"| {table}/Ground Truth | | | | {format_value(truth)} ({ground:g}) | 0 | | | | |")
-    lines += ["", "| goal | value | target | met |", "|---|---|---|---|"]
-    for t in report["targets"]:
-        lines.append(f"| {t['goal']} | {format_value(t['value'])} | {'<=' if t['at_most'] else '>='} "
-                     f"{t['target']:g} | {format_value(t['met'])} |")
-    return lines
+    return [*lines, "", *goals_table(report["targets"])]
 
 
 INTRO = ("Our mean ± std over seeds, the paper's number in parentheses. Memory: our training process's peak "

@@ -106,6 +106,14 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def goals_table(targets: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows of goals in `Target.as_dict()` form: goal, value, target, met (yes / no / —)."""
+    lines = ["| goal | value | target | met |", "|---|---|---|---|"]
+    for t in targets:
+        lines.append(f"| {t['what']} | {format_value(t['value'])} | {t['comparison']} {t['limit']} | {format_value(t['met'])} |")
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
     """A markdown table of the variants with their ratios, headed by the run's facts."""
     variants = result["variants"]
@@ -134,9 +142,7 @@ def markdown(result: dict[str, Any]) -> str:
                ratio["peak_memory"], ratio["step_time"], *(v.get(k) for k in extra)]
         lines.append("| " + " | ".join(format_value(c) for c in row) + " |")
     if result.get("targets"):
-        lines += ["", "| goal | value | target | met |", "|---|---|---|---|"]
-        for t in result["targets"]:
-            lines.append(f"| {t['what']} | {format_value(t['value'])} | {t['comparison']} {t['limit']} | {format_value(t['met'])} |")
+        lines += ["", *goals_table(result["targets"])]
     errors = [v for v in variants if v.get("error")]
     if errors:
         lines += ["", "Failed variants:", ""] + [f"- {v['model']}/{v['name']}: {v['error']}" for v in errors]

@@ -45,7 +45,7 @@ def test_report_means_stds_and_targets(tmp_path):
     assert report["rows"]["table4/SSM"]["ours"]["test_log_likelihood"]["mean"] == -2100.0  # logit space
     assert list(report["rows"]) == [r for r in ROWS if r in report["rows"]]  # the paper's row order
 
-    targets = {t["goal"]: t for t in report["targets"]}
+    targets = {t["what"]: t for t in report["targets"]}
     redwine = targets["redwine: DEQ-SM test LL − 16-layer test LL"]
     assert redwine["value"] == pytest.approx(-39.5 / 3 + 13.5) and redwine["met"]  # -13.17 > -13.5
     gap = targets["gaussian100: DEQ-SM LL gap to the true density"]
