@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -141,7 +140,6 @@ def run_group(name: str, jobs: int, n_iters: int | None, seeds: tuple[int, ...] 
     """Runs every missing (row, seed) of group `name`, `jobs` at a time."""
     group = GROUPS[name]
     RUNS_DIR.mkdir(parents=True, exist_ok=True)
-    runs_root.mkdir(parents=True, exist_ok=True)
     todo = [(row, seed) for seed in (seeds or group.seeds) for row in group.rows
             if not (RUNS_DIR / f"{slug(row)}-seed{seed}.json").exists()]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -234,7 +232,7 @@ def build_report(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         "analysis": REPORT_ANALYSIS,
         "rows": {row: {"ours": summary[row], "paper": PAPER.get(row, {}),
                        "seeds": [r["seed"] for r in runs[row]], "budget": runs[row][0]["budget"],
-                       "device": runs[row][0]["device"], "mean_wall_s": statistics.fmean(r["wall_s"] for r in runs[row])}
+                       "device": runs[row][0]["device"], "mean_wall_s": float(np.mean([r["wall_s"] for r in runs[row]]))}
                  for row in sorted(runs, key=lambda r: list(ROWS).index(r))},
         "targets": targets(summary),
         "paper_ground_truth": {row: values for row, values in PAPER.items() if row.endswith("Ground Truth")},

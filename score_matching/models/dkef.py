@@ -159,10 +159,7 @@ class DKEF(nn.Module):
 
     def _kernel_derivatives(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """∂_d k(x_n, z_m) of shape (N, M, d) and Σ_d ∂²_d k(x_n, z_m) of shape (N, M)."""
-        if not bool(self.inducing_ready):
-            raise RuntimeError("the inducing points are not initialised; call init_inducing_points(x) first")
-        weights = torch.softmax(self.kernel_logits, dim=0)
-        variances = torch.exp(2 * self.log_bandwidths)
+        weights, variances = self._kernel_weights_and_variances()
         grad_k = laplacian = x.new_zeros(())
         for r, net in enumerate(self.features):
             u, jac, lap_u = _feature_derivatives(net, x)
@@ -213,10 +210,8 @@ class DKEF(nn.Module):
 
     def _kernel_values(self, x: Tensor, paired: bool) -> Tensor:
         """k(x_b, z_m) for x of shape (B, d) -> (B, M); with paired, x (N, M, d) against z_m -> (N, M)."""
-        if not bool(self.inducing_ready):
-            raise RuntimeError("the inducing points are not initialised; call init_inducing_points(x) first")
-        weights = torch.softmax(self.kernel_logits, dim=0)
-        two_variances = 2 * torch.exp(2 * self.log_bandwidths)
+        weights, variances = self._kernel_weights_and_variances()
+        two_variances = 2 * variances
         total = x.new_zeros(())
         for r, net in enumerate(self.features):
             w = net(self.inducing_points)
@@ -230,6 +225,12 @@ class DKEF(nn.Module):
                 squared = u.pow(2).sum(-1, keepdim=True) - 2 * u @ w.T + w.pow(2).sum(-1)
             total = total + weights[r] * torch.exp(-squared / two_variances[r])
         return total
+
+    def _kernel_weights_and_variances(self) -> tuple[Tensor, Tensor]:
+        """ρ = softmax(kernel_logits) and σ_r² = exp(2 log_bandwidths); the inducing points must be set."""
+        if not bool(self.inducing_ready):
+            raise RuntimeError("the inducing points are not initialised; call init_inducing_points(x) first")
+        return torch.softmax(self.kernel_logits, dim=0), torch.exp(2 * self.log_bandwidths)
 
     def _alpha_or_stored(self, alpha: Tensor | None) -> Tensor:
         if alpha is None:
