@@ -23,7 +23,7 @@ from typing import Any
 
 from benchmarks import paper_tables
 from benchmarks.phantom_accuracy import budget_line, summary_table
-from benchmarks.report import RESULT_KEYS, format_value, ratio_key
+from benchmarks.report import RESULT_KEYS, format_value, goals_table, ratio_key
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -91,10 +91,7 @@ def suite_section(result: dict[str, Any], json_path: Path) -> list[str]:
         lines.append(_row([v["model"], v["name"], v["params"], v["peak_memory_mib"], v["step_ms"],
                            ratio["peak_memory"], ratio["step_time"], *(v.get(f) for f in fields)]))
     if result.get("targets"):
-        lines += ["", "| goal | value | target | met |", "|---|---|---|---|"]
-        for t in result["targets"]:
-            met = {True: "met", False: "not met", None: "not measured"}[t["met"]]
-            lines.append(f"| {t['what']} | {format_value(t['value'])} | {t['comparison']} {t['limit']} | {met} |")
+        lines += ["", *goals_table(result["targets"])]
     failed = [v for v in variants if v.get("error")]
     if failed:
         lines += ["", "Not measured: " + "; ".join(f"{v['model']}/{v['name']} ({v['error']})" for v in failed) + "."]

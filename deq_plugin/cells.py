@@ -23,14 +23,24 @@ from deq_plugin.registry import Table
 ACTIVATIONS: Table[Callable[[Tensor], Tensor]] = Table("activation")
 
 
+# Softplus inputs are floored here (log(1 + e^-50) < 2e-22, and all derivatives are 0 below):
+# torch.logaddexp(x, 0)'s second derivatives, reverse and forward mode, are inf/inf = NaN below
+# x ≈ −88 in float32.
+SOFTPLUS_FLOOR = -50.0
+
+
 @ACTIVATIONS.register("softplus")
 def softplus(x: Tensor) -> Tensor:
-    """log(1 + eˣ) as logaddexp(x, 0): F.softplus's function (which returns x above 20, within 2e-9).
+    """log(1 + eˣ) as logaddexp(max(x, SOFTPLUS_FLOOR), 0): F.softplus's function (which returns x
+    above 20, within 2e-9).
 
     Its double backward has vmap batching rules, F.softplus's does not (vmap then replays it row by
-    row), so a batched Hessian trace through a DEQ of this cell runs batched, several times faster.
+    row), so a batched Hessian trace through a DEQ of this cell runs batched; with the floor every
+    derivative, reverse or forward mode, stays finite.
     """
-    return torch.logaddexp(x, x.new_zeros(()))
+    # A multiplication by a bool mask, not torch.where or clamp: vmap batches its double backward.
+    keep = x > SOFTPLUS_FLOOR
+    return torch.logaddexp(x * keep + SOFTPLUS_FLOOR * ~keep, x.new_zeros(()))
 
 
 ACTIVATIONS.register("elu")(F.elu)

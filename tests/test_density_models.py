@@ -347,3 +347,23 @@ def test_softplus_module_is_softplus_with_its_closed_form_derivatives() -> None:
         sigmoid = 1 / (1 + torch.exp(-x.detach()))
         torch.testing.assert_close(first, sigmoid, rtol=1e-14, atol=1e-15)
         torch.testing.assert_close(second, sigmoid * (1 - sigmoid), rtol=1e-12, atol=1e-15)
+
+
+def test_softplus_second_derivatives_are_finite_far_out() -> None:
+    """DKEF's α fit takes forward-over-forward derivatives, exact SM reverse-over-reverse ones; a bare
+    logaddexp(x, 0) gave NaN for both below x ≈ −88 (float32)."""
+    from deq_plugin.cells import softplus
+
+    x = torch.tensor([-1000.0, -200.0, -90.0, -50.0, -20.0, 0.0, 20.0, 50.0, 90.0, 1000.0])
+    ones = torch.ones_like(x)
+    sigmoid = torch.sigmoid(x.double())
+    for fn in (Softplus(), softplus):
+        first_fn = lambda v: torch.func.jvp(fn, (v,), (ones,))[1]  # noqa: E731
+        first, second = torch.func.jvp(first_fn, (x,), (ones,))
+        leaf = x.clone().requires_grad_(True)
+        (reverse_first,) = torch.autograd.grad(fn(leaf).sum(), leaf, create_graph=True)
+        (reverse_second,) = torch.autograd.grad(reverse_first.sum(), leaf)
+        for d1, d2 in ((first, second), (reverse_first, reverse_second)):
+            assert bool(torch.isfinite(d2).all())
+            torch.testing.assert_close(d1.double(), sigmoid, rtol=1e-6, atol=1e-12)
+            torch.testing.assert_close(d2.double(), sigmoid * (1 - sigmoid), rtol=1e-5, atol=1e-12)

@@ -73,20 +73,29 @@ def test_deq_configs_differ_from_their_baselines_only_in_swapped_modules(deq_nam
             assert torch.equal(value, base_state[key]), key
 
 
+@pytest.mark.parametrize("name", ["nice_baseline", "dkef_baseline"])
 @pytest.mark.parametrize("loss", ["cp", "approx_bp"])
-def test_nice_trains_with_the_layer_by_layer_losses(loss, tmp_path):
-    losses = train_losses(tiny_config("nice_baseline", loss__name=loss), tmp_path)
+def test_nice_and_dkef_train_with_the_layer_by_layer_losses(name, loss, tmp_path):
+    losses = train_losses(tiny_config(name, loss__name=loss), tmp_path)
     assert len(losses) == 3 and all(np.isfinite(losses))
 
 
-def test_layer_by_layer_losses_reject_a_deq_nice_by_name():
+@pytest.mark.parametrize("name", ["nice_deq", "dkef_deq"])
+def test_layer_by_layer_losses_reject_a_deq_model_by_name(name):
     from score_matching.losses import approx_backprop_score_matching, curvature_propagation
+    from score_matching.models.dkef import FixedAlphaDKEF
 
-    model = _build(tiny_config("nice_deq"))
+    model = _build(tiny_config(name))
+    log_density = FixedAlphaDKEF(model, model.alpha) if name == "dkef_deq" else model
     x = torch.randn(2, model.in_features)
     for loss in (curvature_propagation, approx_backprop_score_matching):
         with pytest.raises(TypeError, match=r"unsupported layer DEQBlock: .* need explicit nn\.Linear"):
-            loss(model, x)
+            loss(log_density, x)
+
+
+def test_dkef_rejects_maximum_likelihood_by_name():
+    with pytest.raises(ValueError, match=r"config.loss.name='mle', valid: \['sm', 'ssm', 'ssm_vr', 'dsm', 'cp', 'approx_bp'\]"):
+        _build(tiny_config("dkef_baseline", loss__name="mle"))
 
 
 def test_eval_writes_eval_json_with_autograd_metrics(tmp_path):

@@ -246,15 +246,17 @@ def test_cp_hessian_diagonal_unbiased_and_score_exact():
     torch.testing.assert_close(score[:4], g, rtol=1e-12, atol=1e-14)
 
 
-def assert_cp_unbiased(model: nn.Module, log_density, x: torch.Tensor, seed: int, repeats: int = 100) -> None:
-    """CP's loss and every parameter gradient, averaged over repeats of 100 particles, match exact SM
-    within Z standard errors of that average."""
+def assert_cp_unbiased(
+    model: nn.Module, log_density, x: torch.Tensor, seed: int, repeats: int = 100, swept=None
+) -> None:
+    """CP's loss on `swept` (default: model) and every gradient in model's parameters, averaged over
+    repeats of 100 particles, match exact SM of log_density within Z standard errors of that average."""
     reference = reference_sm(log_density, x, create_graph=True)
     want = torch.cat([g.flatten() for g in param_grads(reference, model)])
     generator = torch.Generator().manual_seed(seed)
     values, grads = [], []
     for _ in range(repeats):
-        loss = curvature_propagation(model, x, n_particles=100, generator=generator)
+        loss = curvature_propagation(model if swept is None else swept, x, n_particles=100, generator=generator)
         values.append(loss.detach())
         grads.append(torch.cat([g.flatten() for g in param_grads(loss, model)]))
     values, grads = torch.stack(values), torch.stack(grads)

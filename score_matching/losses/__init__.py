@@ -30,6 +30,8 @@ from score_matching.losses.sliced import sliced_score_matching, sliced_score_mat
 from score_matching.registry import Registry
 
 LOSSES: Registry = Registry("loss")
+SCORE_LOSSES = ("sm", "ssm", "ssm_vr", "dsm")
+LOG_DENSITY_LOSSES = ("cp", "approx_bp", "mle")
 for _name, _loss in {
     "sm": exact_score_matching,
     "ssm": sliced_score_matching,
@@ -44,7 +46,9 @@ for _name, _loss in {
     LOSSES.register(_name)(_loss)
 
 __all__ = [
+    "LOG_DENSITY_LOSSES",
     "LOSSES",
+    "SCORE_LOSSES",
     "PROJECTIONS",
     "TRACE_METHODS",
     "ConditionalScoreFn",

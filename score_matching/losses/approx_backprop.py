@@ -6,8 +6,9 @@ backwards together (Becker & LeCun's rule), dropping off-diagonal curvature:
     Linear  h_out = W h_in:   g_in = Wᵀ g_out,   d_in = (W∘W)ᵀ d_out
     scaling h_out = s ⊙ h_in: g_in = s ⊙ g_out,  d_in = s² ⊙ d_out
     σ       h_out = σ(a):     g_a = σ'(a) g_out, d_a = σ''(a) g_out + σ'(a)² d_out
-starting from g = 1, d = 0 at an MLP's scalar output, or from g = −z, d = −1 at a Gaussian head
-log N(z; 0, I); through NICE's additive couplings the update part of (g, d) is swept through the
+starting from g = 1, d = 0 at an MLP's scalar output, from g = −z/std², d = −1/std² at a Gaussian
+head log N(z; 0, std² I), or from the exact diagonal of a kernel head's dense Hessian (DKEF,
+Σ_m (c_m k_m/σ⁴) δ_m² − Σ_m c_m k_m/σ²) before its feature net is swept; through NICE's additive couplings the update part of (g, d) is swept through the
 coupling's MLP and added to the kept part (`score_matching.losses.flow_propagation`), which drops
 the coupling's kept/update cross curvature too. g is the exact score; d is exact when no
 off-diagonal curvature is dropped (e.g. an MLP with one hidden layer), otherwise biased.
@@ -28,8 +29,11 @@ class ApproxBackpropRule(PropagationRule):
     def output(self, like: Tensor) -> Curvature:
         return (torch.zeros_like(like),)
 
-    def standard_gaussian(self, z: Tensor) -> Curvature:
-        return (-torch.ones_like(z),)
+    def scaled_identity(self, like: Tensor, scale: Tensor) -> Curvature:
+        return (torch.ones_like(like) * scale,)
+
+    def rank_one_sum(self, vectors: Tensor, weights: Tensor) -> Curvature:
+        return (torch.einsum("nm,nmw->nw", weights, vectors**2),)
 
     def linear(self, curvature: Curvature, weight: Tensor) -> Curvature:
         return (curvature[0] @ weight**2,)

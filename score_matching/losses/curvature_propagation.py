@@ -3,9 +3,12 @@
 CP estimates the Hessian H = ∇²_x log p without forming it. For a log-density built of affine
 layers, elementwise activations h = σ(a) and a Gaussian head, H = Σ_l J_lᵀ M_l J_l with J_l the
 Jacobian of the node's input with respect to x and M_l its own curvature: diag(σ''(a_l) ∘ g_l) for
-an activation (g_l the gradient of log p at its output), −I for log N(z; 0, I). Writing
-M_l = F_l F_l with the complex diagonal F_l = √M_l⁺ + i√M_l⁻ (F = i·I for the Gaussian) and drawing
-independent Rademacher vectors v_l, the complex vector S = Σ_l J_lᵀ F_l v_l satisfies
+an activation (g_l the gradient of log p at its output), −I/std² for log N(z; 0, std² I), and for a
+kernel head Σ_m c_m exp(−‖u − w_m‖²/2σ²) (DKEF) the dense Σ_m (c_m k_m/σ⁴) δ_m δ_mᵀ − (Σ_m c_m k_m/σ²) I
+with δ_m = u − w_m. Writing M_l = F_l F_l with the complex F_l = √M_l⁺ + i√M_l⁻ taken per
+diagonal entry (F = i·I for the standard Gaussian), or per rank-one term (one Rademacher scalar
+r_m for each δ_m), and drawing independent Rademacher vectors v_l, the complex vector
+S = Σ_l J_lᵀ F_l v_l satisfies
 E[S Sᵀ] = H, so
     diag estimate = (Re S)² − (Im S)²
 is unbiased for diag(H), and its sum for tr H. S is accumulated in the same backward sweep as the
@@ -13,8 +16,10 @@ gradient, as the sliced-score-matching code did for its "CP" baseline (`grads_ba
     Linear  h_out = W h_in:  g_in = Wᵀ g_out,   S_in = Wᵀ S_out
     scaling h_out = s ⊙ h_in: g_in = s ⊙ g_out,  S_in = s ⊙ S_out
     σ       h_out = σ(a):    g_a = σ'(a) g_out, S_a = σ'(a) S_out + F v
-    Gaussian log N(z; 0, I): g_z = −z,          S_z = i v
-and through NICE's additive couplings as `score_matching.losses.flow_propagation` describes.
+    Gaussian log N(z; 0, std² I): g_z = −z/std², S_z = i v/std
+    kernel head at u:         g_u = −Σ_m c_m k_m δ_m/σ², S_u = Σ_m F(c_m k_m/σ⁴) r_m δ_m + F(−Σ_m c_m k_m/σ²) v
+and through NICE's additive couplings and sums of heads as `score_matching.losses.flow_propagation`
+describes.
 The loss is exact score matching with the trace replaced by this estimate, averaged over
 n_particles independent draws; its parameter gradient is also unbiased.
 """
@@ -38,9 +43,16 @@ class CurvaturePropagationRule(PropagationRule):
     def output(self, like: Tensor) -> Curvature:
         return torch.zeros_like(like), torch.zeros_like(like)
 
-    def standard_gaussian(self, z: Tensor) -> Curvature:
-        # −I = F F with F = i·I: the noise enters the imaginary part alone.
-        return torch.zeros_like(z), self._rademacher(z)
+    def scaled_identity(self, like: Tensor, scale: Tensor) -> Curvature:
+        # c·I = F F with F = √c⁺ + i√c⁻ (i·I for log N(z; 0, I)): one Rademacher vector.
+        scale = torch.as_tensor(scale, dtype=like.dtype, device=like.device)
+        v = self._rademacher(like)
+        return _sqrt_positive_part(scale) * v, _sqrt_positive_part(-scale) * v
+
+    def rank_one_sum(self, vectors: Tensor, weights: Tensor) -> Curvature:
+        # Σ_m a_m v_m v_mᵀ = E[S Sᵀ] for S = Σ_m F(a_m) r_m v_m, r_m independent Rademacher scalars.
+        r = self._rademacher(weights)
+        return tuple(torch.einsum("nm,nmw->nw", _sqrt_positive_part(sign * weights) * r, vectors) for sign in (1, -1))
 
     def linear(self, curvature: Curvature, weight: Tensor) -> Curvature:
         return tuple(s @ weight for s in curvature)

@@ -4,13 +4,19 @@ A log-density is a list of steps in forward order: invertible steps x → h, the
     AdditiveCouplingStep(keep, update, net)  h_out = h, except h_out[update] = h[update] + net(h[keep])
     DiagonalScaleStep(scale)                 h_out = scale ⊙ h
     MLPHead(net)                             log p = net(h), an nn.Sequential MLP with output (N, 1)
-    StandardGaussianHead()                   log p = log N(h; 0, I)
+    GaussianHead(std)                        log p = log N(h; 0, std² I)
+    KernelExpansionHead(net, w, c, σ²)       log p = Σ_m c_m exp(−‖net(h) − w_m‖²/2σ²) (a DKEF kernel)
+    SumHead(heads)                           log p = Σ_i head_i(h)
 An nn.Sequential is the one-step list [MLPHead(it)]; any other model declares its list by a
-`propagation_steps()` method (NICE does: its couplings, its scaling, its Gaussian prior). Terms
+`propagation_steps()` method (NICE: its couplings, its scaling, its Gaussian prior; DKEF: one
+SumHead of its base density and its kernels). Terms
 that add only a constant to log p (the scaling's log-determinant) need no place in the sweep.
 
 Backwards, with g = ∂ log p/∂h and a rule's curvature tensors (`PropagationRule`):
-    Gaussian head:  g = −z, curvature from a Hessian of −I (rule.standard_gaussian)
+    Gaussian head:  g = −z/std², curvature from a Hessian of −I/std² (rule.scaled_identity)
+    kernel head:    g and the dense Hessian at net's output (rule.scaled_identity plus
+                    rule.rank_one_sum), then the layer sweep through net
+    sum of heads:   the heads' states add
     MLP head:       g = 1, rule.output at the scalar, then the layer sweep through net
     scaling:        g ← scale ⊙ g, curvature by rule.scale
     coupling:       the update part of every tensor is swept through net and added to the kept
@@ -28,9 +34,11 @@ from torch import Tensor, nn
 from score_matching.losses.mlp_propagation import (
     BackwardState,
     PropagationRule,
+    add_curvatures,
     check_mlp_input,
     layer_inputs,
     mlp_layers,
+    sum_states,
     sweep_layers,
 )
 
@@ -69,11 +77,52 @@ class MLPHead(Head):
         return sweep_layers(rule, self.layers, inputs, BackwardState(grad, rule.output(grad)))
 
 
-class StandardGaussianHead(Head):
-    """log p = −½‖h‖² − (D/2) log 2π."""
+class GaussianHead(Head):
+    """log p = log N(h; 0, std² I) = −‖h‖²/(2 std²) + const."""
+
+    def __init__(self, std: float = 1.0) -> None:
+        self.variance = float(std) ** 2
 
     def start(self, rule: PropagationRule, h: Tensor) -> BackwardState:
-        return BackwardState(-h, rule.standard_gaussian(h))
+        return BackwardState(-h / self.variance, rule.scaled_identity(h, torch.tensor(-1.0 / self.variance)))
+
+
+class KernelExpansionHead(Head):
+    """log p = Σ_m c_m exp(−‖net(h) − w_m‖² / (2σ²)), net an nn.Sequential MLP with output (N, L).
+
+    centres w: (M, L); coefficients c: (M,); variance σ²: a scalar tensor. With u = net(h),
+    δ_m = u − w_m and k_m = exp(−‖δ_m‖²/2σ²), the gradient at u is −Σ_m c_m k_m δ_m/σ² and the
+    Hessian Σ_m (c_m k_m/σ⁴) δ_m δ_mᵀ − (Σ_m c_m k_m/σ²) I, handed to the rule, then swept through net.
+    """
+
+    def __init__(self, net: nn.Sequential, centres: Tensor, coefficients: Tensor, variance: Tensor) -> None:
+        self.layers = mlp_layers(net)
+        self.centres, self.coefficients, self.variance = centres, coefficients, variance
+
+    def start(self, rule: PropagationRule, h: Tensor) -> BackwardState:
+        inputs, u = layer_inputs(self.layers, h)
+        if u.dim() != 2 or u.shape[1] != self.centres.shape[1]:
+            raise ValueError(f"the feature net must output (N, {self.centres.shape[1]}), got {tuple(u.shape)}")
+        delta = u.unsqueeze(1) - self.centres  # (N, M, L)
+        weighted = self.coefficients * torch.exp(-delta.pow(2).sum(-1) / (2 * self.variance))  # c_m k_m, (N, M)
+        grad = -torch.einsum("nm,nml->nl", weighted, delta) / self.variance
+        curvature = add_curvatures(
+            rule.scaled_identity(u, -weighted.sum(1, keepdim=True) / self.variance),
+            rule.rank_one_sum(delta, weighted / self.variance**2),
+        )
+        return sweep_layers(rule, self.layers, inputs, BackwardState(grad, curvature))
+
+
+class SumHead(Head):
+    """log p = Σ_i head_i(h): several heads of the same input, whose states add."""
+
+    def __init__(self, heads: list[Head]) -> None:
+        if not heads:
+            raise ValueError("SumHead needs at least one head")
+        self.heads = heads
+
+    def start(self, rule: PropagationRule, h: Tensor) -> BackwardState:
+        return sum_states([head.start(rule, h) for head in self.heads])
 
 
 class DiagonalScaleStep(Step):

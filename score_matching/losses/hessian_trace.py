@@ -13,10 +13,12 @@ Three ways, all exact and differentiable with respect to the model parameters:
 All assume the samples of a batch are processed independently (no batch statistics), because
 each pass differentiates the summed batch.
 
-Speed (torch 2.14, 2 CPU cores, exact SM of a softplus MLP energy at D = 100): computing the loss,
-"batched" and "forward" are 1.5-5x faster than "loop"; with the parameter backward pass too,
-"forward" stays 1.4-5x faster while "batched" is 0.7-4x, because the double-backward of some
-activations (softplus, tanh) has no vmap batching rule and is replayed row by row.
+Speed: the `losses` benchmark suite (benchmarks/results/losses-<device>.json) times a training step
+with each method at d = 15, 100 and 200. All three do the same arithmetic (d Hessian-vector
+products per sample); "batched" and "forward" run them as fewer, d-times larger operations, so
+their advantage depends on the layer sizes and the device.
+Activations whose double backward lacks a vmap batching rule (nn.Softplus's; use
+`score_matching.models.mlp.Softplus`) make "batched" replay them row by row.
 """
 from __future__ import annotations
 

@@ -52,8 +52,12 @@ class PropagationRule(ABC):
         """The curvature tensors at a scalar log-density output; like is g = 1 there, shape (N, 1)."""
 
     @abstractmethod
-    def standard_gaussian(self, z: Tensor) -> Curvature:
-        """The curvature tensors at z for log p = log N(z; 0, I), whose Hessian is −I."""
+    def scaled_identity(self, like: Tensor, scale: Tensor) -> Curvature:
+        """The curvature tensors of a Hessian scale·I at h (shape of like, (N, W)); scale (N, 1) or a scalar."""
+
+    @abstractmethod
+    def rank_one_sum(self, vectors: Tensor, weights: Tensor) -> Curvature:
+        """The curvature tensors of a Hessian Σ_m weights[n, m] v_m v_mᵀ, vectors (N, M, W), weights (N, M)."""
 
     @abstractmethod
     def linear(self, curvature: Curvature, weight: Tensor) -> Curvature:
@@ -66,6 +70,19 @@ class PropagationRule(ABC):
     @abstractmethod
     def activation(self, curvature: Curvature, grad: Tensor, first: Tensor, second: Tensor) -> Curvature:
         """Through h = σ(a), given g at h and σ'(a), σ''(a); g_a = σ'(a) ⊙ g."""
+
+
+def add_curvatures(a: Curvature, b: Curvature) -> Curvature:
+    """The curvature tensors of the sum of two Hessians (independent noise, for CP), term by term."""
+    return tuple(x + y for x, y in zip(a, b, strict=True))
+
+
+def sum_states(states: list[BackwardState]) -> BackwardState:
+    """The state of a sum of log-density terms of the same input: gradients and curvatures add."""
+    total = states[0]
+    for state in states[1:]:
+        total = total.combine(state, torch.add)
+    return total
 
 
 def mlp_layers(module: nn.Module) -> list[nn.Module]:

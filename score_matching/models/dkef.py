@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.func import jvp
 
 from score_matching.losses.common import ScoreFn, score_from_log_density
+from score_matching.losses.flow_propagation import GaussianHead, Head, KernelExpansionHead, SumHead
 from score_matching.models import register_model
 from score_matching.models.mlp import MLP, check_int
 
@@ -129,6 +130,21 @@ class DKEF(nn.Module):
         again (see `score_matching.losses.common.score_from_log_density`).
         """
         return score_from_log_density(functools.partial(self, alpha=alpha))(x)
+
+    def propagation_steps(self, alpha: Tensor | None = None) -> list[Head]:
+        """log p̃ for the layer-by-layer losses (CP, approx-BP): one SumHead of q0 and the kernels.
+
+        Kernel r is a `KernelExpansionHead` of φ_r (as an nn.Sequential), centres φ_r(z_m),
+        coefficients ρ_r α and variance σ_r², under the stored α unless alpha is given. A stack a
+        patch swapped in (e.g. a DEQ) has no explicit layers, and those losses raise a TypeError.
+        """
+        weights, variances = self._kernel_weights_and_variances()
+        alpha = self._alpha_or_stored(alpha)
+        kernels = [
+            KernelExpansionHead(net.as_sequential(), net(self.inducing_points), weights[r] * alpha, variances[r])
+            for r, net in enumerate(self.features)
+        ]
+        return [SumHead([GaussianHead(self.q0_std), *kernels])]
 
     def alpha_moments(self, x: Tensor, create_graph: bool = True) -> tuple[Tensor, Tensor]:
         """The moments (G, b) of the exact score-matching loss in α on the sample x of shape (N, d).
@@ -269,18 +285,37 @@ def _feature_derivatives(net: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Ten
     return net(x), jacobian, curvatures.reshape(n, d, latent).sum(1)
 
 
-def split_batch_loss(model: DKEF, x: Tensor, loss_fn: Callable[[ScoreFn, Tensor], Tensor]) -> Tensor:
+class FixedAlphaDKEF:
+    """A DKEF's log p̃ under a given α, for the losses that take a log-density (CP, approx-BP)."""
+
+    def __init__(self, model: DKEF, alpha: Tensor) -> None:
+        self.model, self.alpha = model, alpha
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """log p̃(x) under α, shape (B,)."""
+        return self.model(x, alpha=self.alpha)
+
+    def propagation_steps(self) -> list[Head]:
+        """`DKEF.propagation_steps` under α."""
+        return self.model.propagation_steps(self.alpha)
+
+
+def split_batch_loss(
+    model: DKEF, x: Tensor, loss_fn: Callable[[ScoreFn, Tensor], Tensor], takes_log_density: bool = False
+) -> Tensor:
     """DKEF's training loss on a batch: α fitted on the first half of x, loss_fn on the second.
 
-    The first floor(B/2) rows fit α (`DKEF.fit_alpha`); loss_fn(score_fn, x_rest) gets the score
+    The first floor(B/2) rows fit α (`DKEF.fit_alpha`); loss_fn(fn, x_rest) gets the score
     ∇_x log p̃ under that α, taken by reverse-mode autograd (so a loss's trace="forward" does not
-    apply). The loss's gradient reaches φ, z, σ, ρ and log10_lambda through α.
+    apply), or with takes_log_density the log-density itself (`FixedAlphaDKEF`, for CP and
+    approx-BP). The loss's gradient reaches φ, z, σ, ρ and log10_lambda through α.
     """
     if x.dim() != 2 or x.shape[0] < 2:
         raise ValueError(f"x must have shape (batch >= 2, d) to be split in halves, got {tuple(x.shape)}")
     half = x.shape[0] // 2
     alpha = model.fit_alpha(x[:half])
-    return loss_fn(functools.partial(model.score, alpha=alpha), x[half:])
+    fn = FixedAlphaDKEF(model, alpha) if takes_log_density else functools.partial(model.score, alpha=alpha)
+    return loss_fn(fn, x[half:])
 
 
 @torch.no_grad()

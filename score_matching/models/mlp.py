@@ -30,16 +30,26 @@ def make_activation(name: str) -> nn.Module:
     return factories[name]()
 
 
-class Softplus(nn.Softplus):
-    """nn.Softplus() computed as logaddexp(x, 0) (nn.Softplus returns x above 20: within 2e-9).
+# Softplus inputs are floored here (log(1 + e^-50) < 2e-22, and all derivatives are 0 below):
+# torch.logaddexp(x, 0)'s second derivatives, reverse and forward mode, are inf/inf = NaN below
+# x ≈ −88 in float32.
+SOFTPLUS_FLOOR = -50.0
 
-    The reason is speed: its double backward has vmap batching rules and nn.Softplus's does not
+
+class Softplus(nn.Softplus):
+    """nn.Softplus() as logaddexp(max(x, SOFTPLUS_FLOOR), 0) (nn.Softplus returns x above 20, within 2e-9).
+
+    Two reasons. Speed: its double backward has vmap batching rules and nn.Softplus's does not
     (vmap replays it row by row), so the batched Hessian trace of exact score matching runs
-    batched; for a softplus MLP energy at d = 100 that made it about 4x faster on a CPU.
+    batched (benchmarks/results/losses-cpu.json). Finiteness: with the floor every derivative,
+    reverse or forward mode, stays finite (a bare logaddexp turned a DKEF's α into NaN through
+    its forward-mode Laplacians). It saves x and a bool mask for backward.
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.logaddexp(x, x.new_zeros(()))
+        # A multiplication by a bool mask, not torch.where or clamp: vmap batches its double backward.
+        keep = x > SOFTPLUS_FLOOR
+        return torch.logaddexp(x * keep + SOFTPLUS_FLOOR * ~keep, x.new_zeros(()))
 
 
 def check_int(name: str, value: int, minimum: int) -> None:

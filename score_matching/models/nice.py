@@ -24,7 +24,7 @@ from score_matching.losses.flow_propagation import (
     AdditiveCouplingStep,
     DiagonalScaleStep,
     Head,
-    StandardGaussianHead,
+    GaussianHead,
     Step,
 )
 from score_matching.models import register_model
@@ -120,7 +120,7 @@ class NICE(nn.Module):
         normaliser are constant in x. See `score_matching.losses.flow_propagation`.
         """
         couplings: list[Step | Head] = [coupling.propagation_step() for coupling in self.couplings]
-        return couplings + [DiagonalScaleStep(torch.exp(self.log_scale)), StandardGaussianHead()]
+        return couplings + [DiagonalScaleStep(torch.exp(self.log_scale)), GaussianHead()]
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:

@@ -14,11 +14,15 @@ from ml_collections import ConfigDict
 from torch import Tensor, nn
 
 from score_matching.datasets import UCI_NAMES
-from score_matching.losses import LOSSES, exact_score_matching, fisher_divergence
+from score_matching.losses import LOG_DENSITY_LOSSES, LOSSES, SCORE_LOSSES, exact_score_matching, fisher_divergence
 from score_matching.models import MODELS
 from score_matching.models.dkef import log_normaliser_importance_sampling, mean_log_likelihood, split_batch_loss
 from score_matching.tasks import ModelTransform, Task, register_task
 from score_matching.tasks.common import first_rows, load_data, loss_kwargs
+
+# DKEF's p̃ is unnormalised, so maximum likelihood is out.
+DKEF_LOSSES = SCORE_LOSSES + tuple(name for name in LOG_DENSITY_LOSSES if name != "mle")
+
 
 def _chunked_mean(fn, x: Tensor, chunk: int) -> float:
     return sum(fn(part).item() * len(part) for part in x.split(chunk)) / len(x)
@@ -27,6 +31,8 @@ def _chunked_mean(fn, x: Tensor, chunk: int) -> float:
 @register_task("dkef")
 def build(config: ConfigDict, device: torch.device, model_transform: ModelTransform) -> Task:
     """The DKEF task on a tabular dataset (UCI or Gaussian)."""
+    if config.loss.name not in DKEF_LOSSES:
+        raise ValueError(f"DKEF trains with a score-matching loss; config.loss.name={config.loss.name!r}, valid: {list(DKEF_LOSSES)}")
     name = config.data.dataset
     kwargs = {"protocol": config.data.protocol} if name in UCI_NAMES else {}
     data = load_data(config, **kwargs)
@@ -85,7 +91,7 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
         model=model,
         n_train=len(train),
         get_batch=lambda idx, step: train[idx.to(device)],
-        loss_fn=lambda net, x: split_batch_loss(net, x, loss),
+        loss_fn=lambda net, x: split_batch_loss(net, x, loss, takes_log_density=config.loss.name in LOG_DENSITY_LOSSES),
         evaluate=evaluate,
         quick_eval=quick_eval,
         prepare_eval=lambda net: net.finalize(train),

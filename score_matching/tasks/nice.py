@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from score_matching.batching import epoch_and_position, epoch_seed
 from score_matching.datasets import logit_transform, logit_transform_logdet, uniform_dequantize
-from score_matching.losses import LOSSES, exact_score_matching, score_from_log_density
+from score_matching.losses import LOG_DENSITY_LOSSES, LOSSES, exact_score_matching, score_from_log_density
 from score_matching.models import MODELS
 from score_matching.tasks import ModelTransform, Task, register_task
 from score_matching.tasks.common import first_rows, load_data, loss_kwargs
@@ -38,9 +38,6 @@ class EpochDequantizer:
             generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch) + 1)  # +1: not the shuffle's stream
             self._epoch, self._pixels = epoch, uniform_dequantize(self.images, generator)
         return self._pixels[idx]
-
-
-LOG_DENSITY_LOSSES = ("mle", "cp", "approx_bp")
 
 
 @register_task("nice")

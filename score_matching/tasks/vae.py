@@ -47,7 +47,7 @@ from score_matching.tasks.vae_objective import (
     ssm_vae_loss,
 )
 
-SCORE_LOSSES = ("ssm", "ssm_vr")
+ESTIMATOR_LOSSES = ("ssm", "ssm_vr")
 def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -59,8 +59,8 @@ def _rows(n_available: int, limit: int) -> int:
 @register_task("ssm_vae")
 def build(config: ConfigDict, device: torch.device, model_transform: ModelTransform) -> Task:
     """The SSM-VAE task on config.data's images."""
-    if config.loss.name not in SCORE_LOSSES:
-        raise ValueError(f"the SSM-VAE score estimator trains with {list(SCORE_LOSSES)}; config.loss.name={config.loss.name!r}")
+    if config.loss.name not in ESTIMATOR_LOSSES:
+        raise ValueError(f"the SSM-VAE score estimator trains with {list(ESTIMATOR_LOSSES)}; config.loss.name={config.loss.name!r}")
     m, likelihood = config.model, config.model.likelihood
     data = load_data(config, image_size=config.data.image_size)
     model = MODELS.get("ssm_vae")(
