@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 import torch
@@ -9,11 +10,11 @@ from torch import nn
 from torch.autograd.functional import hessian, jacobian
 
 from score_matching.models import MODELS
-from score_matching.models.dkef import (
-    DKEF,
+from score_matching.models.dkef import DKEF, split_batch_loss
+from score_matching.models.dkef_normaliser import (
+    DefensiveKDEProposal,
     log_normaliser_importance_sampling,
     mean_log_likelihood,
-    split_batch_loss,
 )
 from score_matching.models.mlp import MLP, MLPStack, Softplus
 from score_matching.models.nice import NICE
@@ -250,6 +251,135 @@ def test_importance_sampling_matches_closed_form() -> None:
         model, 1000, 1000, torch.Generator().manual_seed(1), target_std_error=1e-6, max_samples=3500
     )
     assert capped[2] == 3000 and capped[1] > 1e-6
+
+    # A defensive KDE proposal is another unbiased route to the same Z.
+    centres = z + torch.randn(50, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    proposal = DefensiveKDEProposal(centres, q0_std=model.q0_std)
+    log_z, std_error, drawn = log_normaliser_importance_sampling(
+        model, 200_000, 50_000, torch.Generator().manual_seed(0), proposal=proposal
+    )
+    assert 0 < std_error < 0.01 and drawn == 200_000
+    assert abs(log_z - math.log(z_series)) < 3 * std_error
+
+
+def _linear_dkef(sigma: float, alpha: float) -> tuple[DKEF, torch.Tensor, float]:
+    """A 2-D DKEF with linear features φ(x) = Wx + c, its inducing point z, and log Z by the series above."""
+    model = DKEF(2, n_inducing=1, n_kernels=1, init_bandwidths=(sigma,)).double()
+    weight = torch.tensor([[0.8, -0.3], [0.2, 0.5]], dtype=torch.float64)
+    linear = nn.Linear(2, 2).double()
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+        linear.bias.copy_(torch.tensor([0.1, -0.2]))
+        model.alpha.fill_(alpha)
+    model.features[0] = linear
+    z = torch.tensor([[0.5, -0.3]], dtype=torch.float64)
+    model.init_inducing_points(z)
+    mu, cov = -(weight @ z[0]), 4.0 * weight @ weight.T
+    z_series = 1.0
+    for j in range(1, 150):
+        a = j / sigma**2
+        shifted = torch.eye(2, dtype=torch.float64) + a * cov
+        gaussian = torch.det(shifted) ** -0.5 * torch.exp(-0.5 * a * mu @ torch.linalg.solve(shifted, mu))
+        z_series += alpha**j / math.factorial(j) * gaussian.item()
+    return model, z, math.log(z_series)
+
+
+def test_defensive_kde_proposal_beats_q0_on_a_concentrated_density() -> None:
+    """α = 12, σ = 0.2: p̃ = q0·exp(α k) puts most of its mass in a small bump around z, which q0 rarely hits."""
+    model, z, log_z_true = _linear_dkef(sigma=0.2, alpha=12.0)
+    centres = z + 0.1 * torch.randn(100, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    proposal = DefensiveKDEProposal(centres, q0_std=model.q0_std)
+    q0 = log_normaliser_importance_sampling(model, 100_000, 50_000, torch.Generator().manual_seed(1))
+    kde = log_normaliser_importance_sampling(model, 100_000, 50_000, torch.Generator().manual_seed(1), proposal=proposal)
+    assert q0[2] == kde[2] == 100_000
+    assert kde[1] * 5 < q0[1]
+    assert abs(q0[0] - log_z_true) < 3 * q0[1]
+    assert abs(kde[0] - log_z_true) < 3 * kde[1]
+
+
+def test_defensive_kde_log_prob_is_the_mixture_density() -> None:
+    centres = torch.tensor([[1.0, 2.0, 0.0], [-1.0, 0.5, 0.3], [3.0, -1.0, 1.0], [0.2, 0.2, -2.0]], dtype=torch.float64)
+    q0_std, w0, h = 1.5, 0.3, 0.4
+    proposal = DefensiveKDEProposal(centres, q0_std=q0_std, q0_weight=w0, bandwidth=h)
+    locs = torch.cat([torch.zeros(1, 3, dtype=torch.float64), centres])
+    scales = torch.tensor([q0_std] + [h] * 4, dtype=torch.float64)[:, None].expand(5, 3)
+    weights = torch.tensor([w0] + [(1 - w0) / 4] * 4, dtype=torch.float64)
+    mixture = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(probs=weights),
+        torch.distributions.Independent(torch.distributions.Normal(locs, scales), 1),
+    )
+    x = torch.tensor([[0.0, 0.0, 0.0], [1.1, 1.9, 0.1], [-0.7, 0.4, 0.2], [8.0, -9.0, 7.0], [2.5, -0.5, 1.5]], dtype=torch.float64)
+    expected = mixture.log_prob(x)
+    assert torch.allclose(proposal.log_prob(x), expected, rtol=0, atol=1e-10)
+    assert torch.allclose(proposal.log_prob(x, max_pairs=5), expected, rtol=0, atol=1e-10)  # one row per chunk
+    assert torch.allclose(proposal.log_prob(x.float()), expected, rtol=0, atol=1e-5)
+    q0_only = DefensiveKDEProposal(centres, q0_std=q0_std, q0_weight=1.0, bandwidth=h).log_prob(x)
+    q0_reference = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(3, dtype=torch.float64), q0_std), 1)
+    assert torch.allclose(q0_only, q0_reference.log_prob(x), rtol=0, atol=1e-10)
+    # Scott's rule: N^(-1/(d+4)) times the mean over dimensions of the centres' (sample) standard deviation.
+    scott = 4 ** (-1 / 7) * sum(statistics.stdev(column) for column in centres.T.tolist()) / 3
+    assert DefensiveKDEProposal(centres, q0_std=q0_std).bandwidth == pytest.approx(scott, rel=1e-12)
+
+
+def test_defensive_kde_samples_have_the_mixture_moments() -> None:
+    centres = torch.tensor([[1.0, 2.0], [-1.0, 0.5], [3.0, -1.0]], dtype=torch.float64)
+    q0_std, w0, h, n = 1.5, 0.3, 0.4, 200_000
+    proposal = DefensiveKDEProposal(centres, q0_std=q0_std, q0_weight=w0, bandwidth=h)
+    x = proposal.sample(n, torch.Generator().manual_seed(0))
+    assert x.shape == (n, 2) and x.dtype == torch.float64
+    # Mixture moments: E[x] = (1 − w0) mean(c); E[xxᵀ] = w0 s² I + (1 − w0) (h² I + mean(c cᵀ)).
+    mean = (1 - w0) * centres.mean(0)
+    second = w0 * q0_std**2 * torch.eye(2, dtype=torch.float64) + (1 - w0) * (
+        h**2 * torch.eye(2, dtype=torch.float64) + centres.T @ centres / 3
+    )
+    cov = second - torch.outer(mean, mean)
+    assert ((x.mean(0) - mean).abs() < 5 * (cov.diagonal() / n).sqrt()).all()
+    centred = x - x.mean(0)
+    products = centred[:, :, None] * centred[:, None, :]
+    standard_error = products.std(0) / math.sqrt(n)
+    assert ((products.mean(0) - cov).abs() < 5 * standard_error).all()
+
+
+def test_importance_sampling_rejects_non_finite_log_weights() -> None:
+    model, z, _ = _linear_dkef(sigma=1.3, alpha=1.2)
+    expansion = model.kernel_expansion
+
+    def nan_for_some_rows(x: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
+        values = expansion(x, alpha)
+        return torch.where(x[:, 0] > 2.0, torch.full_like(values, math.nan), values)
+
+    model.kernel_expansion = nan_for_some_rows
+    with pytest.raises(RuntimeError, match=r"[1-9]\d* of 1000 importance samples have a non-finite log-weight.*e\.g\. nan"):
+        log_normaliser_importance_sampling(model, 1000, 300, torch.Generator().manual_seed(0))
+    model.kernel_expansion = lambda x, alpha=None: torch.where(x[:, 1] > 0, math.inf, expansion(x, alpha))
+    proposal = DefensiveKDEProposal(z + torch.randn(10, 2, dtype=torch.float64), q0_std=model.q0_std)
+    with pytest.raises(RuntimeError, match=r"of 1000 importance samples .*DefensiveKDEProposal.*e\.g\. inf"):
+        log_normaliser_importance_sampling(model, 1000, 300, torch.Generator().manual_seed(0), proposal=proposal)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda c: DefensiveKDEProposal(c, q0_std=2.0, q0_weight=0.0), r"q0_weight must be in \(0, 1\].*got 0\.0"),
+        (lambda c: DefensiveKDEProposal(c, q0_std=2.0, q0_weight=1.5), r"q0_weight must be in \(0, 1\].*got 1\.5"),
+        (lambda c: DefensiveKDEProposal(c, q0_std=2.0, bandwidth=0.0), r"bandwidth must be a finite number > 0.*got 0\.0"),
+        (lambda c: DefensiveKDEProposal(c, q0_std=2.0, bandwidth=-1.0), r"bandwidth must be .*> 0.*got -1\.0"),
+        (lambda c: DefensiveKDEProposal(c, q0_std=0.0), r"q0_std must be a finite number > 0, got 0\.0"),
+        (lambda c: DefensiveKDEProposal(c[0], q0_std=2.0), r"shape \(N >= 1, d >= 1\), got \(2,\)"),
+        (lambda c: DefensiveKDEProposal(c[:0], q0_std=2.0), r"shape \(N >= 1, d >= 1\), got \(0, 2\)"),
+        (lambda c: DefensiveKDEProposal(c[:1], q0_std=2.0), r"Scott's rule gives bandwidth 0\.0 for 1 centre"),
+        (lambda c: DefensiveKDEProposal(c, q0_std=2.0).log_prob(torch.zeros(4, 3)), r"x must have shape \(n, 2\), got \(4, 3\)"),
+        (
+            lambda c: log_normaliser_importance_sampling(
+                DKEF(3, n_inducing=1), 100, proposal=DefensiveKDEProposal(c, q0_std=2.0)
+            ),
+            "the proposal has dimension 2, the model 3",
+        ),
+    ],
+)
+def test_defensive_kde_proposal_rejects_bad_arguments(make, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make(torch.tensor([[0.0, 1.0], [2.0, -1.0], [0.5, 0.5]]))
 
 
 @pytest.mark.parametrize(

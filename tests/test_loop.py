@@ -106,6 +106,7 @@ def test_eval_writes_eval_json_with_autograd_metrics(tmp_path):
     assert saved["test_sm_loss"] == pytest.approx(metrics["test_sm_loss"])
     for key in ("test_log_likelihood", "log_normaliser_std_error", "params", "step"):
         assert key in saved
+    assert saved["is_proposal"] == "defensive_kde" and np.isfinite(saved["log_normaliser"])
     # Training cost comes from metrics.jsonl: the median of the logged step times, the largest peak.
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in logged if "time_per_step_ms" in r]
@@ -131,6 +132,14 @@ def test_unknown_layers_and_options_list_the_valid_choices():
     config = tiny_config("nice_deq", eval__sm_loss_rows=-5)
     with pytest.raises(ValueError, match=r"eval.sm_loss_rows=-5 must be >= 0"):
         validate_config(config)
+
+
+def test_validate_config_checks_the_importance_sampling_options():
+    validate_config(tiny_config("dkef_deq", eval__is_proposal="q0"))
+    with pytest.raises(ValueError, match=r"eval.is_proposal='kde'.*'defensive_kde', 'q0'"):
+        validate_config(tiny_config("dkef_deq", eval__is_proposal="kde"))
+    with pytest.raises(ValueError, match=r"eval.is_kde_centres=0 must be >= 1"):
+        validate_config(tiny_config("dkef_deq", eval__is_kde_centres=0))
 
 
 def test_per_layer_options_reach_each_layer():

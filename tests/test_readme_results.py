@@ -75,8 +75,8 @@ def test_section_renders_every_suite_file_sorted_and_skips_other_json(tmp_path):
     # the variant row: family, name, params, MiB, ms, memory and time ratios, then deq_iters
     assert "| toy | fast | 10 | 2 | 0.5 | 0.5 | 0.25 | 7 |" in section
     assert "step_ms_spread" not in section and "not a result" not in section
-    assert "| fast / ref time | 0.25 | <= 0.5 | met |" in section[cpu:gpu]
-    assert "| fast / ref time | 0.25 | <= 0.5 | not met |" in section[gpu:]
+    assert "| fast / ref time | 0.25 | <= 0.5 | yes |" in section[cpu:gpu]
+    assert "| fast / ref time | 0.25 | <= 0.5 | no |" in section[gpu:]
     assert "[plot](" in section[cpu:gpu] and "[plot](" not in section[gpu:]  # only b-cpu has a PNG
     assert f"({tmp_path}" not in section  # links are relative to the repository root
 

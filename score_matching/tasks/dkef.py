@@ -16,7 +16,12 @@ from torch import Tensor, nn
 from score_matching.datasets import UCI_NAMES
 from score_matching.losses import LOG_DENSITY_LOSSES, LOSSES, SCORE_LOSSES, exact_score_matching, fisher_divergence
 from score_matching.models import MODELS
-from score_matching.models.dkef import log_normaliser_importance_sampling, mean_log_likelihood, split_batch_loss
+from score_matching.models.dkef import split_batch_loss
+from score_matching.models.dkef_normaliser import (
+    DefensiveKDEProposal,
+    log_normaliser_importance_sampling,
+    mean_log_likelihood,
+)
 from score_matching.tasks import ModelTransform, Task, register_task
 from score_matching.tasks.common import first_rows, load_data, loss_kwargs
 
@@ -59,11 +64,20 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
     def test_sm_loss(net: nn.Module, x: Tensor) -> float:
         return _chunked_mean(lambda part: exact_sm(net.score, part), x, chunk)
 
+    def is_proposal(net: nn.Module) -> DefensiveKDEProposal | None:
+        """The importance-sampling proposal named by eval.is_proposal; None = q0."""
+        if config.eval.is_proposal == "q0":
+            return None
+        if config.eval.is_proposal != "defensive_kde":
+            raise ValueError(f"config.eval.is_proposal={config.eval.is_proposal!r}; valid: ['defensive_kde', 'q0']")
+        rows = torch.randperm(len(train), generator=torch.Generator(device=device).manual_seed(config.seed), device=device)
+        return DefensiveKDEProposal(train[rows[: config.eval.is_kde_centres]], q0_std=net.q0_std)
+
     def evaluate(net: nn.Module) -> dict[str, float]:
         generator = torch.Generator(device=device).manual_seed(config.seed)
         log_z, log_z_se, n_is = log_normaliser_importance_sampling(
             net, config.eval.is_samples, generator=generator, target_std_error=config.eval.is_target_std_error,
-            max_samples=config.eval.is_max_samples,
+            max_samples=config.eval.is_max_samples, proposal=is_proposal(net),
         )
         metrics = {
             "test_sm_loss": test_sm_loss(net, test),
@@ -71,6 +85,7 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
             "log_normaliser": log_z,
             "log_normaliser_std_error": log_z_se,
             "is_samples": n_is,
+            "is_proposal": config.eval.is_proposal,
             "n_test": len(test),
             "params": sum(p.numel() for p in net.parameters()),
             "data_protocol": config.data.protocol if name in UCI_NAMES else "synthetic",
