@@ -1,6 +1,7 @@
 """Trains and evaluates paper rows (configs/paper_rows.py) at a stated budget, and compares with the paper.
 
     python -m benchmarks.paper_tables run --group=dkef-uci [--jobs=2] [--n_iters=N] [--seeds=0,1,2]
+    python -m benchmarks.paper_tables reeval --rows=table2/parkinsons --reason=WHY   # evaluation only, again
     python -m benchmarks.paper_tables report        # -> benchmarks/results/paper-tables.{json,md}
 
 `run` trains each (row, seed) of a group with `main.py` in its own process (one torch thread each,
@@ -112,20 +113,28 @@ def slug(row: str) -> str:
     return row.replace("/", "_").replace(" ", "_").replace("(", "").replace(")", "").replace("=", "")
 
 
+def _train_command(row: str, seed: int, group: Group, n_iters: int, workdir: Path) -> str:
+    extra = [f"--config.seed={seed}", f"--config.training.n_iters={n_iters}"]
+    extra += [f"--config.{key}={value}" for key, value in group.overrides]
+    return f"{row_command(row, str(workdir))} {' '.join(extra)}"
+
+
+def _run_logged(commands: list[str], workdir: Path) -> None:
+    """Runs the commands one after another with one torch thread, appending to <workdir>.log."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    workdir.parent.mkdir(parents=True, exist_ok=True)
+    with workdir.with_suffix(".log").open("a") as log:
+        for command in commands:
+            subprocess.run(command, shell=True, check=True, cwd=ROOT, env=env, stdout=log, stderr=log)
+
+
 def run_one(row: str, seed: int, group: Group, n_iters: int, runs_root: Path, out_dir: Path) -> Path:
     """Trains and evaluates one (row, seed) in fresh processes; writes and returns its result file."""
     out = out_dir / f"{slug(row)}-seed{seed}.json"
     workdir = runs_root / f"{slug(row)}-seed{seed}"
-    extra = [f"--config.seed={seed}", f"--config.training.n_iters={n_iters}"]
-    extra += [f"--config.{key}={value}" for key, value in group.overrides]
-    train = f"{row_command(row, str(workdir))} {' '.join(extra)}"
-    evaluate = f"{train} --mode=eval"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    runs_root.mkdir(parents=True, exist_ok=True)
+    train = _train_command(row, seed, group, n_iters, workdir)
     start = time.perf_counter()
-    with workdir.with_suffix(".log").open("a") as log:
-        for command in (train, evaluate):
-            subprocess.run(command, shell=True, check=True, cwd=ROOT, env=env, stdout=log, stderr=log)
+    _run_logged([train, f"{train} --mode=eval"], workdir)
     result = {
         "analysis": RUN_ANALYSIS,
         "row": row,
@@ -140,6 +149,25 @@ def run_one(row: str, seed: int, group: Group, n_iters: int, runs_root: Path, ou
     }
     out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     return out
+
+
+def reevaluate_one(path: Path, runs_root: Path, reason: str) -> Path:
+    """Re-runs only the evaluation of a result file's run (its working directory under runs_root), e.g.
+    after an evaluation change; the new eval.json replaces "eval", the old one is kept as "previous_eval"."""
+    result = json.loads(path.read_text())
+    group = next(g for g in GROUPS.values() if result["row"] in g.rows)
+    workdir = runs_root / f"{slug(result['row'])}-seed{result['seed']}"
+    if not (workdir / "checkpoint-meta.pth").exists():
+        raise FileNotFoundError(f"no checkpoint to re-evaluate {path.name} in {workdir}; pass its --runs_root")
+    evaluate = f"{_train_command(result['row'], result['seed'], group, result['budget']['n_iters'], workdir)} --mode=eval"
+    start = time.perf_counter()
+    _run_logged([evaluate], workdir)
+    result["previous_eval"] = result["eval"]
+    result["eval"] = json.loads((workdir / "eval.json").read_text())
+    result["reevaluated"] = {"reason": reason, "wall_s": round(time.perf_counter() - start, 1),
+                             "command": evaluate.replace(str(runs_root), "runs/paper-tables")}
+    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return path
 
 
 def run_group(name: str, jobs: int, n_iters: int | None, seeds: tuple[int, ...] | None, runs_root: Path) -> None:
@@ -306,6 +334,10 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--n_iters", type=int, default=None, help="training steps (default: the group's)")
     run.add_argument("--seeds", default=None, help="comma-separated seeds (default: the group's)")
     run.add_argument("--runs_root", default=str(ROOT / "runs" / "paper-tables"))
+    reeval = sub.add_parser("reeval", help="re-run only the evaluation of existing result files")
+    reeval.add_argument("--rows", required=True, help="comma-separated prefixes of row names, e.g. table2/parkinsons")
+    reeval.add_argument("--reason", required=True, help="why, recorded in each file")
+    reeval.add_argument("--runs_root", default=str(ROOT / "runs" / "paper-tables"))
     sub.add_parser("report", help="write benchmarks/results/paper-tables.{json,md}")
     args = parser.parse_args(argv)
     if args.command == "run":
@@ -313,6 +345,11 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--jobs must be >= 1, got {args.jobs}")
         seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
         run_group(args.group, args.jobs, args.n_iters, seeds, Path(args.runs_root))
+    elif args.command == "reeval":
+        prefixes = tuple(args.rows.split(","))
+        for path in sorted(RUNS_DIR.glob("*.json")):
+            if json.loads(path.read_text()).get("row", "").startswith(prefixes):
+                print("re-evaluated", reevaluate_one(path, Path(args.runs_root), args.reason).relative_to(ROOT), flush=True)
     else:
         write_report()
 

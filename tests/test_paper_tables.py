@@ -70,3 +70,30 @@ def test_report_is_rendered_in_the_readme_section(tmp_path):
     assert "### Paper tables 2–4, ours against the paper (Test CPU (cpu): CPU)" in section
     assert "| table4/DEQ-SSM | 1 | 10 | -2500 (-2548 ± 55) | -1800 (-1766 ± 48) |" in section
     assert "paper-row-run" not in section  # per-seed files are not rendered one by one
+
+
+def test_reevaluation_runs_only_the_eval_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    row = "table2/redwine/DEQ-SM DKEF"
+    _write_run(tmp_path, row, 1, test_log_likelihood=-12.0, log_normaliser_std_error=0.3)
+    path = tmp_path / f"{paper_tables.slug(row)}-seed1.json"
+    runs_root = tmp_path / "runs"
+    workdir = runs_root / f"{paper_tables.slug(row)}-seed1"
+    workdir.mkdir(parents=True)
+    (workdir / "checkpoint-meta.pth").write_bytes(b"")
+    ran = []
+
+    def fake_run(commands, where):
+        ran.extend(commands)
+        (where / "eval.json").write_text(json.dumps({"test_log_likelihood": -12.5, "log_normaliser_std_error": 0.05}))
+
+    monkeypatch.setattr(paper_tables, "_run_logged", fake_run)
+    paper_tables.reevaluate_one(path, runs_root, "new proposal")
+    result = json.loads(path.read_text())
+    assert len(ran) == 1 and ran[0].endswith("--mode=eval") and "--config.seed=1" in ran[0]
+    assert "--config.training.n_iters=10" in ran[0] and str(workdir) in ran[0]
+    assert result["eval"]["log_normaliser_std_error"] == 0.05
+    assert result["previous_eval"] == {"test_log_likelihood": -12.0, "log_normaliser_std_error": 0.3}
+    assert result["reevaluated"]["reason"] == "new proposal" and "runs/paper-tables" in result["reevaluated"]["command"]
+    (workdir / "checkpoint-meta.pth").unlink()
+    with pytest.raises(FileNotFoundError, match="no checkpoint to re-evaluate"):
+        paper_tables.reevaluate_one(path, runs_root, "again")
