@@ -209,61 +209,13 @@ def test_importance_sampling_is_exact_for_alpha_zero() -> None:
     assert mean_log_likelihood(model.double(), x, 0.0, chunk=4) == pytest.approx(expected, rel=1e-12)
 
 
-def test_importance_sampling_matches_closed_form() -> None:
-    """Linear features make E_q0[exp(α k(x, z))] a fast series of Gaussian integrals.
-
-    With φ(x) = Wx + c, y = W(x − z) ~ N(μ = −Wz, Σ = 4WWᵀ) under q0, and
-    E[exp(−a‖y‖²/2)] = det(I + aΣ)^(−1/2) exp(−a/2 μᵀ(I + aΣ)⁻¹μ); expand exp(α k) in powers of k.
-    """
-    sigma, alpha = 1.3, 1.2
-    model = DKEF(2, n_inducing=1, n_kernels=1, init_bandwidths=(sigma,)).double()
-    weight = torch.tensor([[0.8, -0.3], [0.2, 0.5]], dtype=torch.float64)
-    linear = nn.Linear(2, 2).double()
-    with torch.no_grad():
-        linear.weight.copy_(weight)
-        linear.bias.copy_(torch.tensor([0.1, -0.2]))
-        model.alpha.fill_(alpha)
-    model.features[0] = linear
-    z = torch.tensor([[0.5, -0.3]], dtype=torch.float64)
-    model.init_inducing_points(z)
-
-    mu, cov = -(weight @ z[0]), 4.0 * weight @ weight.T
-    z_series = 1.0
-    for j in range(1, 60):
-        a = j / sigma**2
-        shifted = torch.eye(2, dtype=torch.float64) + a * cov
-        gaussian = torch.det(shifted) ** -0.5 * torch.exp(-0.5 * a * mu @ torch.linalg.solve(shifted, mu))
-        z_series += alpha**j / math.factorial(j) * gaussian.item()
-
-    log_z, std_error, drawn = log_normaliser_importance_sampling(model, 200_000, 50_000, torch.Generator().manual_seed(0))
-    assert 0 < std_error < 0.01 and drawn == 200_000
-    assert abs(log_z - math.log(z_series)) < 3 * std_error
-
-    # Adaptive: rounds of 1000 samples until the standard error is at most 0.004 (se ∝ 1/√n).
-    first = log_normaliser_importance_sampling(model, 1000, 1000, torch.Generator().manual_seed(1))
-    log_z, std_error, drawn = log_normaliser_importance_sampling(
-        model, 1000, 1000, torch.Generator().manual_seed(1), target_std_error=0.004
-    )
-    assert first[1] > 0.004 >= std_error and drawn % 1000 == 0
-    assert drawn == pytest.approx(1000 * (first[1] / 0.004) ** 2, rel=0.5)
-    assert abs(log_z - math.log(z_series)) < 3 * std_error
-    capped = log_normaliser_importance_sampling(
-        model, 1000, 1000, torch.Generator().manual_seed(1), target_std_error=1e-6, max_samples=3500
-    )
-    assert capped[2] == 3000 and capped[1] > 1e-6
-
-    # A defensive KDE proposal is another unbiased route to the same Z.
-    centres = z + torch.randn(50, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    proposal = DefensiveKDEProposal(centres, q0_std=model.q0_std)
-    log_z, std_error, drawn = log_normaliser_importance_sampling(
-        model, 200_000, 50_000, torch.Generator().manual_seed(0), proposal=proposal
-    )
-    assert 0 < std_error < 0.01 and drawn == 200_000
-    assert abs(log_z - math.log(z_series)) < 3 * std_error
-
-
 def _linear_dkef(sigma: float, alpha: float) -> tuple[DKEF, torch.Tensor, float]:
-    """A 2-D DKEF with linear features φ(x) = Wx + c, its inducing point z, and log Z by the series above."""
+    """A 2-D DKEF with linear features φ(x) = Wx + c, its inducing point z, and log Z in closed form.
+
+    Linear features make Z = E_q0[exp(α k(x, z))] a fast series of Gaussian integrals: with
+    y = W(x − z) ~ N(μ = −Wz, Σ = 4WWᵀ) under q0 and
+    E[exp(−a‖y‖²/2)] = det(I + aΣ)^(−1/2) exp(−a/2 μᵀ(I + aΣ)⁻¹μ), expand exp(α k) in powers of k.
+    """
     model = DKEF(2, n_inducing=1, n_kernels=1, init_bandwidths=(sigma,)).double()
     weight = torch.tensor([[0.8, -0.3], [0.2, 0.5]], dtype=torch.float64)
     linear = nn.Linear(2, 2).double()
@@ -282,6 +234,37 @@ def _linear_dkef(sigma: float, alpha: float) -> tuple[DKEF, torch.Tensor, float]
         gaussian = torch.det(shifted) ** -0.5 * torch.exp(-0.5 * a * mu @ torch.linalg.solve(shifted, mu))
         z_series += alpha**j / math.factorial(j) * gaussian.item()
     return model, z, math.log(z_series)
+
+
+def test_importance_sampling_matches_closed_form() -> None:
+    """log Z of a linear-feature DKEF (`_linear_dkef`'s series) from q0 and from a defensive KDE proposal."""
+    model, z, log_z_true = _linear_dkef(sigma=1.3, alpha=1.2)
+
+    log_z, std_error, drawn = log_normaliser_importance_sampling(model, 200_000, 50_000, torch.Generator().manual_seed(0))
+    assert 0 < std_error < 0.01 and drawn == 200_000
+    assert abs(log_z - log_z_true) < 3 * std_error
+
+    # Adaptive: rounds of 1000 samples until the standard error is at most 0.004 (se ∝ 1/√n).
+    first = log_normaliser_importance_sampling(model, 1000, 1000, torch.Generator().manual_seed(1))
+    log_z, std_error, drawn = log_normaliser_importance_sampling(
+        model, 1000, 1000, torch.Generator().manual_seed(1), target_std_error=0.004
+    )
+    assert first[1] > 0.004 >= std_error and drawn % 1000 == 0
+    assert drawn == pytest.approx(1000 * (first[1] / 0.004) ** 2, rel=0.5)
+    assert abs(log_z - log_z_true) < 3 * std_error
+    capped = log_normaliser_importance_sampling(
+        model, 1000, 1000, torch.Generator().manual_seed(1), target_std_error=1e-6, max_samples=3500
+    )
+    assert capped[2] == 3000 and capped[1] > 1e-6
+
+    # A defensive KDE proposal is another unbiased route to the same Z.
+    centres = z + torch.randn(50, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    proposal = DefensiveKDEProposal(centres, q0_std=model.q0_std)
+    log_z, std_error, drawn = log_normaliser_importance_sampling(
+        model, 200_000, 50_000, torch.Generator().manual_seed(0), proposal=proposal
+    )
+    assert 0 < std_error < 0.01 and drawn == 200_000
+    assert abs(log_z - log_z_true) < 3 * std_error
 
 
 def test_defensive_kde_proposal_beats_q0_on_a_concentrated_density() -> None:

@@ -6,14 +6,19 @@ KernelExpansionHeads), under a fixed α (`FixedAlphaDKEF`).
 """
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
-from score_matching.losses import approx_backprop_score_matching, approx_bp_hessian_diagonal, cp_hessian_diagonal
+from score_matching.losses import approx_backprop_score_matching, approx_bp_hessian_diagonal
 from score_matching.models.dkef import DKEF, FixedAlphaDKEF, split_batch_loss
-from test_losses import F64, N_PARTICLES, Z, assert_cp_unbiased, param_grads, per_sample_derivatives, reference_sm
+from test_losses import (
+    F64,
+    assert_cp_diagonal_unbiased,
+    assert_approx_bp_exact,
+    assert_cp_unbiased,
+    assert_sweep_scores_exact,
+    per_sample_derivatives,
+)
 
 
 def tiny_dkef(hidden: int = 4, latent: int = 3, depth: int = 2, seed: int = 0) -> tuple[DKEF, torch.Tensor]:
@@ -29,27 +34,14 @@ def tiny_dkef(hidden: int = 4, latent: int = 3, depth: int = 2, seed: int = 0) -
 
 def test_scores_of_both_sweeps_are_exact():
     model, alpha = tiny_dkef()
-    log_density = FixedAlphaDKEF(model, alpha)
     x = torch.randn(4, 3, dtype=F64, generator=torch.Generator().manual_seed(1))
-    g, _ = per_sample_derivatives(log_density, x)
-    cp_score, _ = cp_hessian_diagonal(log_density, x, n_particles=2, generator=torch.Generator().manual_seed(2))
-    bp_score, _ = approx_bp_hessian_diagonal(log_density, x)
-    torch.testing.assert_close(cp_score, g, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(bp_score, g, rtol=1e-12, atol=1e-14)
+    assert_sweep_scores_exact(FixedAlphaDKEF(model, alpha), x, 2)
 
 
 def test_cp_hessian_diagonal_unbiased():
     model, alpha = tiny_dkef(seed=3)
-    log_density = FixedAlphaDKEF(model, alpha)
     x = torch.randn(4, 3, dtype=F64, generator=torch.Generator().manual_seed(4))
-    _, h = (t.detach() for t in per_sample_derivatives(log_density, x))
-    rows = x.repeat(N_PARTICLES, 1)
-    with torch.no_grad():
-        _, draws = cp_hessian_diagonal(log_density, rows, n_particles=1, generator=torch.Generator().manual_seed(5))
-    draws = draws.reshape(N_PARTICLES, 4, 3)
-    std_error = draws.std(dim=0) / math.sqrt(N_PARTICLES)
-    assert bool((std_error > 0).all())
-    assert bool(((draws.mean(dim=0) - h.diagonal(dim1=1, dim2=2)).abs() <= Z * std_error).all())
+    assert_cp_diagonal_unbiased(FixedAlphaDKEF(model, alpha), x, 5)
 
 
 def test_cp_loss_and_parameter_gradients_unbiased():
@@ -65,14 +57,7 @@ def test_approx_bp_exact_for_width_one_feature_nets_and_biased_otherwise():
     # at u is 1×1, so no off-diagonal curvature is dropped; the kernels and q0 add diagonals exactly.
     model, alpha = tiny_dkef(hidden=1, latent=1, seed=10)
     log_density = FixedAlphaDKEF(model, alpha)
-    _, h = per_sample_derivatives(log_density, x)
-    _, diag = approx_bp_hessian_diagonal(log_density, x)
-    torch.testing.assert_close(diag, h.diagonal(dim1=1, dim2=2), rtol=1e-10, atol=1e-14)
-    loss = approx_backprop_score_matching(log_density, x)
-    reference = reference_sm(log_density, x, create_graph=True)
-    assert loss.item() == pytest.approx(reference.item(), rel=1e-12)
-    for got, want in zip(param_grads(loss, model), param_grads(reference, model)):
-        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-12)
+    assert_approx_bp_exact(model, log_density, log_density, x)
     # Wider nets and a latent of 3 (a dense kernel Hessian at u) drop cross terms.
     wider, alpha = tiny_dkef(hidden=4, latent=3, seed=10)
     log_density = FixedAlphaDKEF(wider, alpha)

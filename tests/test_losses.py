@@ -271,15 +271,20 @@ def test_cp_loss_and_parameter_gradients_unbiased():
 
 def test_approx_bp_exact_for_one_hidden_layer():
     net = mlp(depth=1, seed=4)
-    x = torch.randn(5, 5, dtype=F64)
-    g, h = per_sample_derivatives(energy(net), x)
-    score, diag = approx_bp_hessian_diagonal(net, x)
+    assert_approx_bp_exact(net, net, energy(net), torch.randn(5, 5, dtype=F64))
+
+
+def assert_approx_bp_exact(model: nn.Module, swept, log_density, x: torch.Tensor) -> None:
+    """Approx-BP on `swept` gives exact SM of log_density: score, Hessian diagonal, loss and every
+    gradient in model's parameters."""
+    g, h = per_sample_derivatives(log_density, x)
+    score, diag = approx_bp_hessian_diagonal(swept, x)
     torch.testing.assert_close(score, g, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(diag, h.diagonal(dim1=1, dim2=2), rtol=1e-10, atol=1e-14)
-    loss = approx_backprop_score_matching(net, x)
-    reference = reference_sm(energy(net), x, create_graph=True)
+    loss = approx_backprop_score_matching(swept, x)
+    reference = reference_sm(log_density, x, create_graph=True)
     assert loss.item() == pytest.approx(reference.item(), rel=1e-12)
-    for got, want in zip(param_grads(loss, net), param_grads(reference, net)):
+    for got, want in zip(param_grads(loss, model), param_grads(reference, model)):
         torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-12)
 
 
@@ -352,30 +357,36 @@ def approx_bp_reference(model: NICE, x: torch.Tensor) -> tuple[torch.Tensor, tor
     return g, d
 
 
-def test_nice_scores_of_both_sweeps_are_exact():
-    model = tiny_nice()
-    x = torch.randn(4, 6, dtype=F64, generator=torch.Generator().manual_seed(12))
-    g, _ = per_sample_derivatives(model, x)
-    cp_score, _ = cp_hessian_diagonal(model, x, n_particles=3, generator=torch.Generator().manual_seed(13))
-    bp_score, _ = approx_bp_hessian_diagonal(model, x)
+def assert_sweep_scores_exact(log_density, x: torch.Tensor, seed: int) -> None:
+    """Both layer-by-layer sweeps (CP, approx-BP) return the exact score as their first output."""
+    g, _ = per_sample_derivatives(log_density, x)
+    cp_score, _ = cp_hessian_diagonal(log_density, x, n_particles=3, generator=torch.Generator().manual_seed(seed))
+    bp_score, _ = approx_bp_hessian_diagonal(log_density, x)
     torch.testing.assert_close(cp_score, g, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(bp_score, g, rtol=1e-12, atol=1e-14)
 
 
-def test_nice_cp_hessian_diagonal_unbiased():
-    model = tiny_nice(seed=1)
-    x = torch.randn(4, 6, dtype=F64, generator=torch.Generator().manual_seed(14))
-    _, h = (t.detach() for t in per_sample_derivatives(model, x))
-    # Single-draw estimates for N_PARTICLES copies of each sample are i.i.d.; by the CLT their mean
-    # lies within Z = 5 estimated standard errors of diag H (two-sided ≈ 6e-7 per entry, < 2e-5
-    # for all 24 entries).
+def assert_cp_diagonal_unbiased(log_density, x: torch.Tensor, seed: int) -> None:
+    """Single-draw CP estimates for N_PARTICLES copies of each sample are i.i.d.; by the CLT their mean
+    lies within Z = 5 estimated standard errors of diag H (two-sided ≈ 6e-7 per entry). Every
+    coordinate must get noise (a Gaussian prior's at least)."""
+    _, h = (t.detach() for t in per_sample_derivatives(log_density, x))
     rows = x.repeat(N_PARTICLES, 1)
     with torch.no_grad():
-        _, draws = cp_hessian_diagonal(model, rows, n_particles=1, generator=torch.Generator().manual_seed(15))
-    draws = draws.reshape(N_PARTICLES, 4, 6)
+        _, draws = cp_hessian_diagonal(log_density, rows, n_particles=1, generator=torch.Generator().manual_seed(seed))
+    draws = draws.reshape(N_PARTICLES, *x.shape)
     std_error = draws.std(dim=0) / math.sqrt(N_PARTICLES)
-    assert bool((std_error > 0).all())  # every coordinate gets noise (the prior's at least)
+    assert bool((std_error > 0).all())
     assert bool(((draws.mean(dim=0) - h.diagonal(dim1=1, dim2=2)).abs() <= Z * std_error).all())
+
+
+def test_nice_scores_of_both_sweeps_are_exact():
+    assert_sweep_scores_exact(tiny_nice(), torch.randn(4, 6, dtype=F64, generator=torch.Generator().manual_seed(12)), 13)
+
+
+def test_nice_cp_hessian_diagonal_unbiased():
+    model = tiny_nice(seed=1)
+    assert_cp_diagonal_unbiased(model, torch.randn(4, 6, dtype=F64, generator=torch.Generator().manual_seed(14)), 15)
 
 
 def test_nice_cp_loss_and_parameter_gradients_unbiased():
@@ -400,14 +411,7 @@ def test_nice_approx_bp_exact_only_for_one_coupling_of_width_one():
     # One coupling: the prior's Hessian −diag(e^{2s}) has no kept/update cross terms. Width 1: the
     # net's hidden Hessians are 1×1, so no off-diagonal curvature is dropped there either.
     model = tiny_nice(n_couplings=1, hidden=1, depth=2, seed=4)
-    _, h = per_sample_derivatives(model, x)
-    _, diag = approx_bp_hessian_diagonal(model, x)
-    torch.testing.assert_close(diag, h.diagonal(dim1=1, dim2=2), rtol=1e-10, atol=1e-14)
-    loss = approx_backprop_score_matching(model, x)
-    reference = reference_sm(model, x, create_graph=True)
-    assert loss.item() == pytest.approx(reference.item(), rel=1e-12)
-    for got, want in zip(param_grads(loss, model), param_grads(reference, model)):
-        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-12)
+    assert_approx_bp_exact(model, model, model, x)
     # One hidden layer is not enough (unlike for an MLP log-density): the prior's curvature, sent
     # back through the out_layer, is not diagonal over the hidden units; nor is width 1 with two
     # couplings, whose second (in the sweep) sees the first's kept/update cross curvature.
