@@ -6,7 +6,6 @@ KernelExpansionHeads), under a fixed α (`FixedAlphaDKEF`).
 """
 from __future__ import annotations
 
-import pytest
 import torch
 
 from score_matching.losses import approx_backprop_score_matching, approx_bp_hessian_diagonal
