@@ -47,9 +47,11 @@ class FrobeniusNorm(nn.Module):
 class SpectralNorm(nn.Module):
     """Parametrisation W -> W / (λ σ(W)), σ the operator norm of the Linear or Conv2d layer.
 
-    The power-iteration vector `v` (unit norm, the layer's input shape with batch 1) is a
-    non-persistent buffer: it is not saved in checkpoints and is rebuilt deterministically by
-    `refresh_spectral_norms` with `init_iterations` steps whenever it is missing or its shape changes.
+    The power-iteration vector `v` (unit norm, the layer's input shape with batch 1) is built by
+    `refresh_spectral_norms` with `init_iterations` steps whenever it is missing or its shape
+    changes, then refined by one step per training call. It is saved in the state dict, so a run
+    resumed from a checkpoint continues with the same estimate (its losses equal an uninterrupted
+    run's); a state dict without it, or with another shape, loads too, and v is rebuilt on use.
     """
 
     def __init__(self, layer: nn.Module, lam: float = 2.0, n_power_iterations: int = 1, init_iterations: int = 50) -> None:
@@ -69,7 +71,14 @@ class SpectralNorm(nn.Module):
         self.lam = lam
         self.n_power_iterations = n_power_iterations
         self.init_iterations = init_iterations
-        self.register_buffer("v", torch.empty(0), persistent=False)
+        self.register_buffer("v", torch.empty(0))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        # v's shape follows the state's spatial size, so take a saved v as it is (or none: rebuilt on use).
+        saved = state_dict.pop(prefix + "v", None)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        missing_keys[:] = [key for key in missing_keys if key != prefix + "v"]
+        self.v = saved.to(self.v.device) if saved is not None else torch.empty(0, device=self.v.device)
 
     def operator(self, weight: Tensor, x: Tensor) -> Tensor:
         """The layer's linear map (no bias) applied to x."""

@@ -156,6 +156,27 @@ def test_spectral_normalisation_bounds_the_conv_operator_where_frobenius_does_no
     assert conv_operator_norm(frobenius, (1, 8, 8)) > 2.5 / lam
 
 
+def test_spectral_estimate_is_checkpointed_and_optional_on_load():
+    def conv():
+        torch.manual_seed(0)
+        return normalize_weight(nn.Conv2d(2, 2, 3, padding=1, bias=False), "spectral", 2.0)
+
+    trained = conv()
+    refresh_spectral_norms(trained, torch.Size((1, 2, 8, 8)))
+    for _ in range(3):  # training-time refinement moves v away from a fresh 50-step estimate
+        refresh_spectral_norms(trained, torch.Size((1, 2, 8, 8)))
+    state = trained.state_dict()
+    resumed = conv()
+    resumed.load_state_dict(state)  # strict
+    v = lambda m: m.parametrizations.weight[0].v  # noqa: E731
+    assert torch.equal(v(resumed), v(trained)) and torch.equal(resumed.weight, trained.weight)
+    legacy = conv()
+    legacy.load_state_dict({k: t for k, t in state.items() if not k.endswith(".v")})  # older checkpoints
+    assert v(legacy).numel() == 0
+    refresh_spectral_norms(legacy, torch.Size((1, 2, 8, 8)), update=False)
+    assert conv_operator_norm(legacy, (2, 8, 8)) == pytest.approx(0.5, rel=1e-3)
+
+
 def test_conv_cell_with_spectral_norm_is_a_contraction_and_converges():
     cell = ConvCell(4, norm_lambda=1.25)
     cell.conv.parametrizations.weight.original.data.mul_(50.0)
