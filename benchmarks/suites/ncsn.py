@@ -5,7 +5,7 @@ The three variants are the host's models as the table-5 rows of `configs/paper_r
 with the host's `anneal_ssm_vr` loss (one Rademacher projection) and Adam: "ssm-vr-ncsn" is the
 4-cascaded RefineNet (table 8(a), the reference), "twores" the model of table 8(b), and "deq" the
 same with `deq_res` turned into a DEQ-ResBlock by `patches.apply_patch` with the row's config.deq
-(picard, relative tol 1e-4, phantom gradient K=2, spectrally normalised convolutions, λ = 2). `--quick`
+(picard, relative tol 1e-4, implicit gradients, spectrally normalised convolutions, λ = 2). `--quick`
 shrinks ngf and the batch. The data are uniform images: the suite measures cost, not fit.
 
 Fields besides the harness's (`peak_memory_mib`: a step's peak above what was allocated when it
