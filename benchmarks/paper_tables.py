@@ -313,7 +313,8 @@ def markdown_lines(report: dict[str, Any]) -> list[str]:
 INTRO = ("Our mean ± std over seeds, the paper's number in parentheses. Memory: our training process's peak "
          "(RSS on CPU) in MiB; the paper's GPU memory in GB. Budgets are ours and stated per row (the paper: "
          "300 epochs on UCI, 200 on the Gaussians, 1000 NICE iterations); `python -m benchmarks.paper_tables` "
-         "reruns them.")
+         "reruns them. ms / iter is wall time on a shared 2-core CPU with two to five runs at once, so it "
+         "compares rows only roughly; the `depth` suite times models side by side.")
 
 
 def write_report(folder: Path = RUNS_DIR, stem: Path = REPORT_STEM) -> dict[str, Any]:
