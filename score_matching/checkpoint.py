@@ -37,14 +37,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def load_state_strict(module: torch.nn.Module, state_dict: dict[str, Any], what: str) -> None:
-    """load_state_dict(strict=True) with an error that lists every missing and unexpected key."""
-    missing, unexpected = [], []
-    own = module.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    if missing or unexpected:
-        raise KeyError(f"{what}: checkpoint does not match the model; missing keys {missing}, unexpected keys {unexpected}")
-    module.load_state_dict(state_dict, strict=True)
+    """load_state_dict with an error that lists every missing and unexpected key.
+
+    The lists are torch's after each module's own loading hook, so a module may accept a state
+    dict without an optional buffer (e.g. a spectral norm's estimate, rebuilt on use). On a
+    mismatch the matching entries may already be loaded; the caller should not go on with it.
+    """
+    result = module.load_state_dict(state_dict, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise KeyError(
+            f"{what}: checkpoint does not match the model; missing keys {result.missing_keys}, "
+            f"unexpected keys {result.unexpected_keys}"
+        )
 
 
 def rng_state() -> dict[str, Any]:

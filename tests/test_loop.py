@@ -163,6 +163,16 @@ def test_checkpoints_are_atomic_and_loading_is_strict(tmp_path):
         load_state_strict(model, {"weight": torch.zeros(2, 2), "extra": torch.zeros(1)}, "model")
 
 
+def test_checkpoints_from_before_the_spectral_estimate_was_saved_still_load():
+    model = _build(tiny_config("ncsn_deq"))
+    state = model.state_dict()
+    estimates = [k for k in state if k.endswith("parametrizations.weight.0.v")]
+    assert estimates  # the DEQ-ResBlock's two spectrally normalised convolutions
+    load_state_strict(_build(tiny_config("ncsn_deq")), {k: v for k, v in state.items() if k not in estimates}, "model")
+    with pytest.raises(KeyError, match="missing keys .*conv1.parametrizations.weight.original"):
+        load_state_strict(_build(tiny_config("ncsn_deq")), {k: v for k, v in state.items() if "conv1.parametrizations" not in k}, "model")
+
+
 def test_main_rejects_bad_flags_before_any_work(tmp_path):
     def main(*flags):
         return subprocess.run([sys.executable, "main.py", "--config=configs/dkef_deq.py", f"--workdir={tmp_path}", *flags],
