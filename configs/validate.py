@@ -36,7 +36,7 @@ def validate_config(config: ConfigDict) -> None:
     _choice("deq.solver", config.deq.solver, SOLVERS.names())
     _choice("deq.grad", config.deq.grad, GRAD_MODES)
     _choice("deq.norm", config.deq.norm, NORMS)
-    _choice("eval.is_proposal", config.eval.is_proposal, ("q0", "defensive_kde"))
+    _choice("eval.is_proposal", config.eval.is_proposal, importlib.import_module("score_matching.models.dkef_normaliser").IS_PROPOSALS)
     for field in ("training.batch_size", "training.n_iters", "training.log_freq", "training.snapshot_freq", "training.preemption_freq",
                   "eval.is_kde_centres"):
         section, key = field.split(".")

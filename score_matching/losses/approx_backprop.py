@@ -8,9 +8,9 @@ backwards together (Becker & LeCun's rule), dropping off-diagonal curvature:
     σ       h_out = σ(a):     g_a = σ'(a) g_out, d_a = σ''(a) g_out + σ'(a)² d_out
 starting from g = 1, d = 0 at an MLP's scalar output, from g = −z/std², d = −1/std² at a Gaussian
 head log N(z; 0, std² I), or from the exact diagonal of a kernel head's dense Hessian (DKEF,
-Σ_m (c_m k_m/σ⁴) δ_m² − Σ_m c_m k_m/σ²) before its feature net is swept; through NICE's additive couplings the update part of (g, d) is swept through the
-coupling's MLP and added to the kept part (`score_matching.losses.flow_propagation`), which drops
-the coupling's kept/update cross curvature too. g is the exact score; d is exact when no
+Σ_m (c_m k_m/σ⁴) δ_m² − Σ_m c_m k_m/σ²) before its feature net is swept; through NICE's additive
+couplings the update part of (g, d) is swept through the coupling's MLP and added to the kept part
+(`score_matching.losses.flow_propagation`), which drops the coupling's kept/update cross curvature too. g is the exact score; d is exact when no
 off-diagonal curvature is dropped (e.g. an MLP with one hidden layer), otherwise biased.
 The loss is exact score matching with tr ∇² log p replaced by Σ d. It is deterministic.
 """

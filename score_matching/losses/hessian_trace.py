@@ -13,8 +13,8 @@ Three ways, all exact and differentiable with respect to the model parameters:
 All assume the samples of a batch are processed independently (no batch statistics), because
 each pass differentiates the summed batch.
 
-Speed: the `losses` benchmark suite (benchmarks/results/losses-<device>.json) times a training step
-with each method at d = 15, 100 and 200. All three do the same arithmetic (d Hessian-vector
+Speed: the `losses` benchmark suite (benchmarks/results/losses-<device>.json) times each method at
+d = 15, 100 and 200, as the trace alone and as a whole training step. All three do the same arithmetic (d Hessian-vector
 products per sample); "batched" and "forward" run them as fewer, d-times larger operations, so
 their advantage depends on the layer sizes and the device.
 Activations whose double backward lacks a vmap batching rule (nn.Softplus's; use

@@ -16,6 +16,9 @@ from torch import Tensor
 from score_matching.models.dkef import DKEF
 from score_matching.models.mlp import check_int
 
+# Names of the proposals `eval.is_proposal` chooses from: None (q0 itself) or a DefensiveKDEProposal.
+IS_PROPOSALS = ("q0", "defensive_kde")
+
 
 class DefensiveKDEProposal:
     """q(x) = w0·N(x; 0, q0_std² I) + (1 − w0)·(1/N) Σ_n N(x; c_n, h² I), an importance-sampling proposal.

@@ -15,9 +15,11 @@ from torch import Tensor, nn
 
 from score_matching.datasets import UCI_NAMES
 from score_matching.losses import LOG_DENSITY_LOSSES, LOSSES, SCORE_LOSSES, exact_score_matching, fisher_divergence
+from score_matching.losses.common import check_choice
 from score_matching.models import MODELS
 from score_matching.models.dkef import split_batch_loss
 from score_matching.models.dkef_normaliser import (
+    IS_PROPOSALS,
     DefensiveKDEProposal,
     log_normaliser_importance_sampling,
     mean_log_likelihood,
@@ -58,6 +60,7 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
     model.init_inducing_points(train, torch.Generator(device=device).manual_seed(config.seed))
     model = model_transform(model, (train[:4],))
     loss = functools.partial(LOSSES.get(config.loss.name), **loss_kwargs(config))
+    takes_log_density = config.loss.name in LOG_DENSITY_LOSSES
     exact_sm = functools.partial(exact_score_matching, trace=config.loss.trace)
     chunk = config.eval.batch_size
 
@@ -66,10 +69,9 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
 
     def is_proposal(net: nn.Module) -> DefensiveKDEProposal | None:
         """The importance-sampling proposal named by eval.is_proposal; None = q0."""
+        check_choice("eval.is_proposal", config.eval.is_proposal, IS_PROPOSALS)
         if config.eval.is_proposal == "q0":
             return None
-        if config.eval.is_proposal != "defensive_kde":
-            raise ValueError(f"config.eval.is_proposal={config.eval.is_proposal!r}; valid: ['defensive_kde', 'q0']")
         rows = torch.randperm(len(train), generator=torch.Generator(device=device).manual_seed(config.seed), device=device)
         return DefensiveKDEProposal(train[rows[: config.eval.is_kde_centres]], q0_std=net.q0_std)
 
@@ -106,7 +108,7 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
         model=model,
         n_train=len(train),
         get_batch=lambda idx, step: train[idx.to(device)],
-        loss_fn=lambda net, x: split_batch_loss(net, x, loss, takes_log_density=config.loss.name in LOG_DENSITY_LOSSES),
+        loss_fn=lambda net, x: split_batch_loss(net, x, loss, takes_log_density),
         evaluate=evaluate,
         quick_eval=quick_eval,
         prepare_eval=lambda net: net.finalize(train),
