@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from deq_plugin.gradients import adjoint_spec, implicit_fixed_point, phantom_steps
+from deq_plugin.gradients import implicit_fixed_point, phantom_steps
 from deq_plugin.norms import refresh_spectral_norms
 from deq_plugin.solvers import SOLVERS, NonFiniteStateError, SolverResult
 
@@ -200,11 +200,10 @@ class DEQ(nn.Module):
             if track and self.grad == "phantom":
                 z = phantom_steps(lambda z_, u_: self.cell(z_, u_, *context), z, u, self.phantom_steps, self.phantom_tau)
             elif track and self.grad == "implicit":
-                spec = adjoint_spec(
-                    self.cell, self.backward_solver, self.backward_tol, self.backward_max_iter, check_every,
-                    self._report_backward, context,
+                z = implicit_fixed_point(
+                    self.cell, z, u, self.backward_solver, self.backward_tol, self.backward_max_iter,
+                    check_every, self._report_backward, context,
                 )
-                z = implicit_fixed_point(self.cell, z, u, spec)
         self.stats = DEQStats(
             n_iter=result.n_iter,
             abs_residual=result.abs_residual.max().item(),

@@ -8,8 +8,10 @@ Why the implicit mode looks the way it does (see shared/notes/higher-order-impli
 differentiation.md): u and every cell parameter are explicit inputs of the Function and z* is its
 *output*, saved with `save_for_backward`, so in a double backward the saved z* reconnects to the
 graph through this same Function and the implicit second derivative recurses. The cell's partial
-derivatives are taken with `torch.func.vjp` on a functional form of the cell, and the adjoint
-iteration g <- Jᵀg + grad is built with autograd exactly when the caller asked for a graph.
+derivatives are taken with `torch.func.vjp` on a functional form of the cell. The adjoint
+g = Jᵀg + grad is solved without a graph; when the caller asks for one, g is itself returned as an
+implicit fixed point (of the adjoint cell), so a k-th order derivative keeps k graphs of one cell
+step rather than a graph per adjoint iteration.
 """
 from __future__ import annotations
 
@@ -34,81 +36,95 @@ def phantom_steps(cell: Cell, z_star: Tensor, u: Tensor, steps: int, tau: float)
 
 
 @dataclass
-class AdjointSpec:
-    """What the implicit backward needs besides tensors: the cell and how to solve the adjoint."""
+class FixedPointSpec:
+    """A fixed point z* = fn(z*, *inputs) and how to solve the adjoint systems of its backward.
 
-    cell: nn.Module
-    param_names: list[str]
-    buffers: dict[str, Tensor]
+    `fn` is a pure function of tensors (the cell in functional form, or an adjoint of one);
+    `report` receives every backward solve's result.
+    """
+
+    fn: Callable[..., Tensor]
     solver: str
     tol: float
     max_iter: int
     check_every: int
     report: Callable[[SolverResult], None]
-    context: tuple
+
+    def adjoint(self) -> FixedPointSpec:
+        """The spec of the adjoint fixed point w* = (∂fn/∂z)ᵀ w* + grad, a function of (w, grad, z, *inputs)."""
+
+        def adjoint_fn(w: Tensor, grad: Tensor, z: Tensor, *inputs: Tensor) -> Tensor:
+            _, vjp_z = torch.func.vjp(lambda z_: self.fn(z_, *inputs), z)
+            return vjp_z(w)[0] + grad
+
+        return FixedPointSpec(adjoint_fn, self.solver, self.tol, self.max_iter, self.check_every, self.report)
 
 
-class ImplicitFixedPoint(torch.autograd.Function):
-    """Identity on a solved z*, whose backward solves the adjoint (I - Jᵀ) g = grad exactly."""
+class FixedPoint(torch.autograd.Function):
+    """Identity on a solved z* = fn(z*, *inputs), whose backward is exact implicit differentiation.
+
+    The backward solves the adjoint w = (∂fn/∂z)ᵀ w + grad without a graph. When a graph is asked
+    for (create_graph), w is returned through this same Function with the adjoint's own spec, so
+    its derivatives are again implicit: every order costs one graph of fn (and of its vjps), never
+    one per solver iteration.
+    """
 
     @staticmethod
-    def forward(spec: AdjointSpec, z_star: Tensor, u: Tensor, *params: Tensor) -> Tensor:
+    def forward(spec: FixedPointSpec, z_star: Tensor, *inputs: Tensor) -> Tensor:
         return z_star.clone()
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        spec, _, u, *params = inputs
+        spec, _, *fn_inputs = inputs
         ctx.spec = spec
-        ctx.save_for_backward(output, u, *params)
+        ctx.save_for_backward(output, *fn_inputs)
 
     @staticmethod
-    def backward(ctx, grad_z: Tensor):
-        z, u, *params = ctx.saved_tensors
-        spec: AdjointSpec = ctx.spec
-
-        def cell_fn(z_: Tensor, u_: Tensor, *params_: Tensor) -> Tensor:
-            state = dict(zip(spec.param_names, params_))
-            state.update(spec.buffers)
-            return functional_call(spec.cell, state, (z_, u_, *spec.context))
-
-        _, vjp_fn = torch.func.vjp(cell_fn, z, u, *params)
-        solve = SOLVERS.get(spec.solver)
-        adjoint = solve(
-            lambda g: vjp_fn(g)[0] + grad_z,
-            grad_z,
-            tol=spec.tol,
-            max_iter=spec.max_iter,
-            check_every=spec.check_every,
-        )
+    def backward(ctx, grad: Tensor):
+        z, *inputs = ctx.saved_tensors
+        spec: FixedPointSpec = ctx.spec
+        with torch.no_grad():
+            _, vjp_z = torch.func.vjp(lambda z_: spec.fn(z_, *inputs), z)
+            adjoint = SOLVERS.get(spec.solver)(
+                lambda w: vjp_z(w)[0] + grad,
+                grad,
+                tol=spec.tol,
+                max_iter=spec.max_iter,
+                check_every=spec.check_every,
+            )
         spec.report(adjoint)
-        _, grad_u, *grad_params = vjp_fn(adjoint.z)
-        return (None, None, grad_u, *grad_params)
+        w = adjoint.z
+        if torch.is_grad_enabled():
+            w = FixedPoint.apply(spec.adjoint(), w, grad, z, *inputs)
+        _, vjp_all = torch.func.vjp(spec.fn, z, *inputs)
+        _, *grad_inputs = vjp_all(w)
+        return (None, None, *grad_inputs)
 
 
-def implicit_fixed_point(cell: nn.Module, z_star: Tensor, u: Tensor, spec: AdjointSpec) -> Tensor:
-    """z* returned with an exact implicit-differentiation backward of any order."""
-    params = [p for _, p in cell.named_parameters()]
-    return ImplicitFixedPoint.apply(spec, z_star.detach(), u, *params)
-
-
-def adjoint_spec(
+def implicit_fixed_point(
     cell: nn.Module,
+    z_star: Tensor,
+    u: Tensor,
     solver: str,
     tol: float,
     max_iter: int,
     check_every: int,
     report: Callable[[SolverResult], None],
     context: tuple = (),
-) -> AdjointSpec:
-    """Captures the cell's parameter names and buffers for the functional backward."""
-    return AdjointSpec(
-        cell=cell,
-        param_names=[name for name, _ in cell.named_parameters()],
-        buffers=dict(cell.named_buffers()),
-        solver=solver,
-        tol=tol,
-        max_iter=max_iter,
-        check_every=check_every,
-        report=report,
-        context=context,
-    )
+) -> Tensor:
+    """z* = cell(z*, u, *context) returned with an exact implicit backward of any order.
+
+    u and the cell's parameters are the differentiable inputs; `context` and the buffers are
+    constants. The adjoint systems are solved with `solver` to `tol`.
+    """
+    names = [name for name, _ in cell.named_parameters()]
+    params = [p for _, p in cell.named_parameters()]
+    buffers = dict(cell.named_buffers())
+
+    def cell_fn(z_: Tensor, u_: Tensor, *params_: Tensor) -> Tensor:
+        state = dict(zip(names, params_))
+        state.update(buffers)
+        return functional_call(cell, state, (z_, u_, *context))
+
+    spec = FixedPointSpec(cell_fn, solver, tol, max_iter, check_every, report)
+    return FixedPoint.apply(spec, z_star.detach(), u, *params)

@@ -1,7 +1,7 @@
 """Exact, phantom and unrolled gradients of a DEQ against closed forms and explicit Jacobians."""
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.autograd.functional import jacobian
 
 from deq_plugin import DEQ, DenseCell
@@ -159,3 +159,35 @@ def test_forward_mode_tangents_follow_the_gradient_mode():
     deq = DEQ(cell, tol=1e-13, max_iter=300, grad="phantom")
     with torch.no_grad():
         torch.testing.assert_close(jvp(deq, (u,), (tangent,))[1], exact, rtol=1e-9, atol=1e-12)
+
+
+def _score_graph_nodes(deq: DEQ, readout: Tensor, x: Tensor) -> int:
+    """Autograd nodes reachable from the score ∇ₓ E(x), computed with create_graph as a loss would."""
+    x = x.clone().requires_grad_(True)
+    energy = (torch.tanh(deq(x)) @ readout).sum()
+    (score,) = torch.autograd.grad(energy, x, create_graph=True)
+    seen, stack = set(), [score.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return len(seen)
+
+
+def test_implicit_score_graph_does_not_grow_with_adjoint_iterations():
+    """The score's graph (what the loss's backward will traverse) holds one cell step per derivative
+    order, however many iterations the adjoint solve took; a graph built through the adjoint
+    iterations would grow with them."""
+    hidden = 16
+    cell = DenseCell(hidden, norm_lambda=1.2)
+    readout = torch.randn(hidden)
+    x = torch.randn(8, hidden)
+    nodes, iterations = [], []
+    for backward_tol in (1e-2, 1e-12):
+        deq = DEQ(cell, grad="implicit", tol=1e-12, max_iter=500, backward_tol=backward_tol)
+        nodes.append(_score_graph_nodes(deq, readout, x))
+        iterations.append(deq.stats.backward_n_iter)
+    assert iterations[1] >= 3 * iterations[0]
+    assert nodes[0] == nodes[1]
