@@ -93,8 +93,10 @@ def get_default_config() -> ml_collections.ConfigDict:
     evaluate.is_target_std_error = 0.1
     evaluate.is_max_samples = 50_000_000
     # DKEF: the importance-sampling proposal: q0 | defensive_kde, the mixture ½·q0 + ½·KDE (Scott's
-    # bandwidth) of is_kde_centres training rows drawn with the config seed (all rows if fewer);
-    # the q0 part bounds the weights. q0 alone left s.e. 0.16-0.55 nats at 5e7 samples on DEQ DKEFs.
+    # bandwidth) of is_kde_centres training rows drawn with the config seed (all rows if fewer) |
+    # defensive_gaussian, ½·q0 + ½·N(mean, covariance of the training rows), whose log q is cheap at
+    # d = 100-200 where the KDE's is not. The q0 part bounds the weights. q0 alone left s.e.
+    # 0.16-0.55 nats at 5e7 samples on DEQ DKEFs.
     evaluate.is_proposal = "defensive_kde"
     evaluate.is_kde_centres = 1000
     # NICE: the exact test SM loss costs d Hessian-vector products per image (d = 784), so it may use

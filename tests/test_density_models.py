@@ -12,6 +12,7 @@ from torch.autograd.functional import hessian, jacobian
 from score_matching.models import MODELS
 from score_matching.models.dkef import DKEF, split_batch_loss
 from score_matching.models.dkef_normaliser import (
+    DefensiveGaussianProposal,
     DefensiveKDEProposal,
     log_normaliser_importance_sampling,
     mean_log_likelihood,
@@ -257,21 +258,22 @@ def test_importance_sampling_matches_closed_form() -> None:
     )
     assert capped[2] == 3000 and capped[1] > 1e-6
 
-    # A defensive KDE proposal is another unbiased route to the same Z.
-    centres = z + torch.randn(50, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    proposal = DefensiveKDEProposal(centres, q0_std=model.q0_std)
-    log_z, std_error, drawn = log_normaliser_importance_sampling(
-        model, 200_000, 50_000, torch.Generator().manual_seed(0), proposal=proposal
-    )
-    assert 0 < std_error < 0.01 and drawn == 200_000
-    assert abs(log_z - log_z_true) < 3 * std_error
+    # Each defensive proposal is another unbiased route to the same Z.
+    rows = z + torch.randn(50, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    for proposal in (DefensiveKDEProposal(rows, q0_std=model.q0_std), DefensiveGaussianProposal(rows, q0_std=model.q0_std)):
+        log_z, std_error, drawn = log_normaliser_importance_sampling(
+            model, 200_000, 50_000, torch.Generator().manual_seed(0), proposal=proposal
+        )
+        assert 0 < std_error < 0.01 and drawn == 200_000
+        assert abs(log_z - log_z_true) < 3 * std_error
 
 
-def test_defensive_kde_proposal_beats_q0_on_a_concentrated_density() -> None:
+@pytest.mark.parametrize("proposal_class", [DefensiveKDEProposal, DefensiveGaussianProposal])
+def test_defensive_proposals_beat_q0_on_a_concentrated_density(proposal_class) -> None:
     """α = 12, σ = 0.2: p̃ = q0·exp(α k) puts most of its mass in a small bump around z, which q0 rarely hits."""
     model, z, log_z_true = _linear_dkef(sigma=0.2, alpha=12.0)
     centres = z + 0.1 * torch.randn(100, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    proposal = DefensiveKDEProposal(centres, q0_std=model.q0_std)
+    proposal = proposal_class(centres, q0_std=model.q0_std)
     q0 = log_normaliser_importance_sampling(model, 100_000, 50_000, torch.Generator().manual_seed(1))
     kde = log_normaliser_importance_sampling(model, 100_000, 50_000, torch.Generator().manual_seed(1), proposal=proposal)
     assert q0[2] == kde[2] == 100_000
@@ -321,6 +323,45 @@ def test_defensive_kde_samples_have_the_mixture_moments() -> None:
     products = centred[:, :, None] * centred[:, None, :]
     standard_error = products.std(0) / math.sqrt(n)
     assert ((products.mean(0) - cov).abs() < 5 * standard_error).all()
+
+
+def test_defensive_gaussian_log_prob_and_samples_are_the_mixture() -> None:
+    rows = torch.randn(400, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    rows = rows @ torch.tensor([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [-0.3, 0.2, 0.5]], dtype=torch.float64).T + 2.0
+    q0_std, w0, n = 1.5, 0.3, 200_000
+    proposal = DefensiveGaussianProposal(rows, q0_std=q0_std, q0_weight=w0)
+    mean = rows.mean(0)
+    centred = rows - mean
+    covariance = centred.T @ centred / (len(rows) - 1)
+    fitted = torch.distributions.MultivariateNormal(mean, covariance_matrix=covariance)
+    q0 = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(3, dtype=torch.float64), q0_std), 1)
+    x = torch.tensor([[0.0, 0.0, 0.0], [2.0, 2.5, 1.9], [8.0, -9.0, 7.0]], dtype=torch.float64)
+    expected = torch.logaddexp(math.log(w0) + q0.log_prob(x), math.log(1 - w0) + fitted.log_prob(x))
+    assert torch.allclose(proposal.log_prob(x), expected, rtol=0, atol=1e-10)
+    assert torch.allclose(proposal.log_prob(x.float()), expected, rtol=0, atol=1e-5)
+    draws = proposal.sample(n, torch.Generator().manual_seed(1))
+    assert draws.shape == (n, 3) and draws.dtype == torch.float64
+    # Mixture moments: E[x] = (1 − w0) μ; Cov[x] = w0 s² I + (1 − w0)(Σ + μμᵀ) − E[x]E[x]ᵀ.
+    first = (1 - w0) * mean
+    cov = w0 * q0_std**2 * torch.eye(3, dtype=torch.float64) + (1 - w0) * (covariance + torch.outer(mean, mean))
+    cov = cov - torch.outer(first, first)
+    assert ((draws.mean(0) - first).abs() < 5 * (cov.diagonal() / n).sqrt()).all()
+    products = (draws - draws.mean(0))[:, :, None] * (draws - draws.mean(0))[:, None, :]
+    assert ((products.mean(0) - cov).abs() < 5 * products.std(0) / math.sqrt(n)).all()
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        (torch.zeros(3, 3), r"more rows than columns to fit a covariance, got shape \(3, 3\)"),
+        (torch.ones(10, 2), r"covariance of the 10 rows is not positive definite"),
+        (torch.tensor([[0.0, math.nan], [1.0, 2.0], [3.0, 1.0]]), r"rows must be finite"),
+        (torch.zeros(5), r"rows must be a tensor of shape \(N >= 2, d >= 1\), got \(5,\)"),
+    ],
+)
+def test_defensive_gaussian_proposal_rejects_bad_rows(rows: torch.Tensor, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DefensiveGaussianProposal(rows, q0_std=2.0)
 
 
 def test_importance_sampling_rejects_non_finite_log_weights() -> None:

@@ -1,5 +1,6 @@
 """The train/eval loop, configs and patches: golden losses, exact resume, baseline identity."""
 import json
+import math
 import pathlib
 import subprocess
 import sys
@@ -107,6 +108,12 @@ def test_eval_writes_eval_json_with_autograd_metrics(tmp_path):
     for key in ("test_log_likelihood", "log_normaliser_std_error", "params", "step"):
         assert key in saved
     assert saved["is_proposal"] == "defensive_kde" and np.isfinite(saved["log_normaliser"])
+    # The other proposals estimate the same log Z of the same checkpoint, within their errors.
+    for proposal in ("defensive_gaussian", "q0"):
+        other_config = tiny_config("dkef_deq", eval__is_proposal=proposal)
+        other = run.evaluate(other_config, str(tmp_path), model_transform_for(other_config), lambda m: {})
+        error = 3 * math.hypot(other["log_normaliser_std_error"], saved["log_normaliser_std_error"])
+        assert abs(other["log_normaliser"] - saved["log_normaliser"]) < error
     # Training cost comes from metrics.jsonl: the median of the logged step times, the largest peak.
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in logged if "time_per_step_ms" in r]

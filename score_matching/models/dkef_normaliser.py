@@ -2,9 +2,11 @@
 
 `log_normaliser_importance_sampling` estimates log Z with its delta-method standard error, drawing
 rounds of samples until a target standard error is met. Its proposal is the DKEF's base density
-q0 = N(0, q0_std² I) by default (weights exp f(x)), or a `DefensiveKDEProposal`: the defensive
-mixture w0·q0 + (1 − w0)·KDE of data rows (Hesterberg, 1995), whose KDE part puts samples where a
-trained p̃ concentrates while the q0 part bounds every weight p̃/q by exp f(x) / w0.
+q0 = N(0, q0_std² I) by default (weights exp f(x)), or a defensive mixture w0·q0 + (1 − w0)·q_data
+(Hesterberg, 1995) whose data part puts samples where a trained p̃ concentrates while the q0 part
+bounds every weight p̃/q by exp f(x) / w0. q_data is a KDE of data rows (`DefensiveKDEProposal`:
+flexible, but log q costs a pass over every centre, slow at d = 100-200) or one Gaussian with the
+rows' mean and covariance (`DefensiveGaussianProposal`: O(d²) per sample).
 """
 from __future__ import annotations
 
@@ -16,8 +18,34 @@ from torch import Tensor
 from score_matching.models.dkef import DKEF
 from score_matching.models.mlp import check_int
 
-# Names of the proposals `eval.is_proposal` chooses from: None (q0 itself) or a DefensiveKDEProposal.
-IS_PROPOSALS = ("q0", "defensive_kde")
+# Names of the proposals `eval.is_proposal` chooses from: q0 itself, a DefensiveKDEProposal or a
+# DefensiveGaussianProposal.
+IS_PROPOSALS = ("q0", "defensive_kde", "defensive_gaussian")
+
+
+def _check_q0(q0_std: float, q0_weight: float) -> None:
+    if not (isinstance(q0_std, (int, float)) and math.isfinite(q0_std) and q0_std > 0):
+        raise ValueError(f"q0_std must be a finite number > 0, got {q0_std!r}")
+    if not (isinstance(q0_weight, (int, float)) and 0 < q0_weight <= 1):
+        raise ValueError(f"q0_weight must be in (0, 1] (1 = q0 alone), got {q0_weight!r}")
+
+
+def _check_rows(name: str, rows: Tensor, least: int) -> None:
+    if not isinstance(rows, Tensor) or rows.dim() != 2 or rows.shape[0] < least or rows.shape[1] < 1:
+        shape = tuple(rows.shape) if isinstance(rows, Tensor) else type(rows).__name__
+        raise ValueError(f"{name} must be a tensor of shape (N >= {least}, d >= 1), got {shape}")
+    if not torch.isfinite(rows).all():
+        raise ValueError(f"{name} must be finite; got NaN or inf entries")
+
+
+def _log_q0(x: Tensor, q0_std: float) -> Tensor:
+    """log N(x; 0, q0_std² I) for float64 rows x."""
+    return -0.5 * x.pow(2).sum(-1) / q0_std**2 - 0.5 * x.shape[1] * math.log(2 * math.pi * q0_std**2)
+
+
+def _with_q0(log_q0: Tensor, log_data: Tensor, q0_weight: float) -> Tensor:
+    """log(w0·q0 + (1 − w0)·q_data) from the two log-densities."""
+    return torch.logaddexp(math.log(q0_weight) + log_q0, math.log1p(-q0_weight) + log_data)
 
 
 class DefensiveKDEProposal:
@@ -32,15 +60,8 @@ class DefensiveKDEProposal:
     """
 
     def __init__(self, centres: Tensor, q0_std: float, q0_weight: float = 0.5, bandwidth: float | None = None) -> None:
-        if not isinstance(centres, Tensor) or centres.dim() != 2 or centres.shape[0] < 1 or centres.shape[1] < 1:
-            shape = tuple(centres.shape) if isinstance(centres, Tensor) else type(centres).__name__
-            raise ValueError(f"centres must be a tensor of shape (N >= 1, d >= 1), got {shape}")
-        if not torch.isfinite(centres).all():
-            raise ValueError("centres must be finite; got NaN or inf entries")
-        if not (isinstance(q0_std, (int, float)) and math.isfinite(q0_std) and q0_std > 0):
-            raise ValueError(f"q0_std must be a finite number > 0, got {q0_std!r}")
-        if not (isinstance(q0_weight, (int, float)) and 0 < q0_weight <= 1):
-            raise ValueError(f"q0_weight must be in (0, 1] (1 = q0 alone), got {q0_weight!r}")
+        _check_rows("centres", centres, 1)
+        _check_q0(q0_std, q0_weight)
         n, d = centres.shape
         if bandwidth is None:
             spread = centres.double().std(dim=0, unbiased=n > 1).mean().item()
@@ -86,18 +107,73 @@ class DefensiveKDEProposal:
             raise ValueError(f"x must have shape (n, {self.dim}), got {tuple(x.shape)}")
         x = x.to(device=self.centres.device, dtype=torch.float64)
         d, n_centres = self.dim, self.centres.shape[0]
-        log_q0 = -0.5 * x.pow(2).sum(-1) / self.q0_std**2 - 0.5 * d * math.log(2 * math.pi * self.q0_std**2)
+        log_q0 = _log_q0(x, self.q0_std)
         if self.q0_weight == 1.0:
             return log_q0
         rows = max(1, max_pairs // n_centres)
         log_kde = torch.cat([self._log_kde(part) for part in x.split(rows)])
         log_kde = log_kde - math.log(n_centres) - 0.5 * d * math.log(2 * math.pi * self.bandwidth**2)
-        return torch.logaddexp(math.log(self.q0_weight) + log_q0, math.log1p(-self.q0_weight) + log_kde)
+        return _with_q0(log_q0, log_kde, self.q0_weight)
 
     def _log_kde(self, x: Tensor) -> Tensor:
         """log Σ_n exp(−‖x − c_n‖² / (2h²)), shape (rows,), for float64 x."""
         squared = x.pow(2).sum(-1, keepdim=True) + self._centres64_sq - 2.0 * x @ self._centres64.T
         return torch.logsumexp(-0.5 * squared.clamp_min(0.0) / self.bandwidth**2, dim=1)
+
+
+class DefensiveGaussianProposal:
+    """q(x) = w0·N(x; 0, q0_std² I) + (1 − w0)·N(x; μ, Σ), μ and Σ the mean and covariance of data rows.
+
+    Args:
+        rows: the rows to fit, shape (N, d) with N > d so that Σ is positive definite, e.g. the
+            training set.
+        q0_std: standard deviation of the q0 component (the DKEF's q0_std).
+        q0_weight: w0, the q0 component's weight, 0 < w0 <= 1 (1 = q0 alone).
+    """
+
+    def __init__(self, rows: Tensor, q0_std: float, q0_weight: float = 0.5) -> None:
+        _check_rows("rows", rows, 2)
+        _check_q0(q0_std, q0_weight)
+        n, d = rows.shape
+        if n <= d:
+            raise ValueError(f"rows must have more rows than columns to fit a covariance, got shape {(n, d)}")
+        data = rows.detach().double()
+        self.mean = data.mean(0)
+        covariance = torch.cov(data.T).reshape(d, d)
+        self.cholesky, info = torch.linalg.cholesky_ex(covariance)
+        if info.item() != 0:
+            raise ValueError(f"the covariance of the {n} rows is not positive definite (rank-deficient data?)")
+        self.q0_std, self.q0_weight = float(q0_std), float(q0_weight)
+        self.device, self.dtype = rows.device, rows.dtype
+        self._log_det = 2 * self.cholesky.diagonal().log().sum()
+
+    @property
+    def dim(self) -> int:
+        """The data dimension d."""
+        return self.mean.shape[0]
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n draws, shape (n, d), in the rows' dtype and on their device (where `generator` must live)."""
+        check_int("n", n, 1)
+        from_q0 = torch.rand(n, generator=generator, device=self.device) < self.q0_weight
+        noise = torch.randn((n, self.dim), generator=generator, device=self.device, dtype=torch.float64)
+        fitted = self.mean + noise @ self.cholesky.T
+        return torch.where(from_q0[:, None], self.q0_std * noise, fitted).to(self.dtype)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log q(x), shape (n,), in float64."""
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (n, {self.dim}), got {tuple(x.shape)}")
+        x = x.to(device=self.device, dtype=torch.float64)
+        log_q0 = _log_q0(x, self.q0_std)
+        if self.q0_weight == 1.0:
+            return log_q0
+        white = torch.linalg.solve_triangular(self.cholesky, (x - self.mean).T, upper=False)
+        log_fitted = -0.5 * white.pow(2).sum(0) - 0.5 * self._log_det - 0.5 * self.dim * math.log(2 * math.pi)
+        return _with_q0(log_q0, log_fitted, self.q0_weight)
+
+
+Proposal = DefensiveKDEProposal | DefensiveGaussianProposal
 
 
 @torch.no_grad()
@@ -108,7 +184,7 @@ def log_normaliser_importance_sampling(
     generator: torch.Generator | None = None,
     target_std_error: float | None = None,
     max_samples: int | None = None,
-    proposal: DefensiveKDEProposal | None = None,
+    proposal: Proposal | None = None,
 ) -> tuple[float, float, int]:
     """Importance-sampling estimate of log Z = log ∫ p̃(x) dx, its standard error, and the sample count.
 
@@ -117,8 +193,8 @@ def log_normaliser_importance_sampling(
     log-sum-exp, and by the delta method se(log Ẑ) = std(w) / (√n mean(w)).
     Draws n_samples; with target_std_error, keeps drawing n_samples more until the standard error
     is at most the target or max_samples (default: 100·n_samples) are drawn. Samples come `chunk`
-    at a time from `generator`, which must live on the model's device (a proposal's: on its
-    centres' device); the log-weights are kept in float64 (8 bytes per sample). Raises
+    at a time from `generator`, which must live on the model's device (with a proposal: on the
+    proposal's device); the log-weights are kept in float64 (8 bytes per sample). Raises
     RuntimeError if any log-weight is NaN or +inf.
     """
     check_int("n_samples", n_samples, 2)
@@ -149,7 +225,7 @@ def log_normaliser_importance_sampling(
             return log_z, std_error, drawn
 
 
-def _check_log_weights(log_w: Tensor, proposal: DefensiveKDEProposal | None) -> None:
+def _check_log_weights(log_w: Tensor, proposal: Proposal | None) -> None:
     """Raises RuntimeError if any log-weight is NaN or +inf (which would make log Z NaN or inf)."""
     bad = torch.isnan(log_w) | (log_w == math.inf)
     if bad.any():

@@ -20,7 +20,9 @@ from score_matching.models import MODELS
 from score_matching.models.dkef import split_batch_loss
 from score_matching.models.dkef_normaliser import (
     IS_PROPOSALS,
+    DefensiveGaussianProposal,
     DefensiveKDEProposal,
+    Proposal,
     log_normaliser_importance_sampling,
     mean_log_likelihood,
 )
@@ -67,11 +69,13 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
     def test_sm_loss(net: nn.Module, x: Tensor) -> float:
         return _chunked_mean(lambda part: exact_sm(net.score, part), x, chunk)
 
-    def is_proposal(net: nn.Module) -> DefensiveKDEProposal | None:
+    def is_proposal(net: nn.Module) -> Proposal | None:
         """The importance-sampling proposal named by eval.is_proposal; None = q0."""
         check_choice("eval.is_proposal", config.eval.is_proposal, IS_PROPOSALS)
         if config.eval.is_proposal == "q0":
             return None
+        if config.eval.is_proposal == "defensive_gaussian":
+            return DefensiveGaussianProposal(train, q0_std=net.q0_std)
         rows = torch.randperm(len(train), generator=torch.Generator(device=device).manual_seed(config.seed), device=device)
         return DefensiveKDEProposal(train[rows[: config.eval.is_kde_centres]], q0_std=net.q0_std)
 
