@@ -9,6 +9,8 @@ import struct
 import tarfile
 
 import numpy as np
+import math
+
 import pytest
 import torch
 from torchvision.datasets.mnist import read_image_file, read_label_file
@@ -27,7 +29,9 @@ from score_matching.datasets import (
     logit_transform_logdet,
     read_idx,
     read_mnist_split,
+    ssm_dequantize,
     uniform_dequantize,
+    clamped_logit_transform,
 )
 
 
@@ -128,6 +132,27 @@ def test_uniform_dequantize_keeps_the_integer_part():
     assert torch.equal(torch.floor(y * 256).to(torch.uint8), x)
     with pytest.raises(TypeError, match="torch.float32"):
         uniform_dequantize(x.float())
+
+
+def test_ssm_dequantize_adds_centred_noise_of_one_512th():
+    x = torch.arange(256, dtype=torch.uint8).repeat(400)
+    y = ssm_dequantize(x, torch.Generator().manual_seed(0))
+    offset = y.double() - x.double() / 255
+    assert y.dtype == torch.float32 and offset.abs().max() <= 1 / 512 + 1e-7
+    # U(-1/512, 1/512): mean 0, variance (1/256)^2 / 12
+    assert abs(offset.mean().item()) < 5 * (1 / 256) / math.sqrt(12 * len(x))
+    assert offset.var().item() == pytest.approx((1 / 256) ** 2 / 12, rel=0.02)
+    with pytest.raises(TypeError, match="torch.float32"):
+        ssm_dequantize(x.float())
+
+
+def test_clamped_logit_transform_clamps_to_one_thousandth():
+    x = torch.tensor([-0.01, 0.0, 1e-3, 0.25, 0.5, 0.999, 1.0, 1.01], dtype=torch.float64)
+    edge = math.log(1e-3 / 0.999)
+    expected = torch.tensor([edge, edge, edge, math.log(1 / 3), 0.0, -edge, -edge, -edge], dtype=torch.float64)
+    torch.testing.assert_close(clamped_logit_transform(x), expected)
+    with pytest.raises(ValueError, match=r"clamp must lie in \(0, 0.5\), got 0.0"):
+        clamped_logit_transform(x, clamp=0.0)
 
 
 def test_logit_transform_inverse_and_logdet():

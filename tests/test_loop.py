@@ -222,13 +222,38 @@ def test_block_specific_options_are_per_layer_options():
 
 
 def task_test_rows(config):
-    """The NICE task's test rows, rebuilt as tasks/nice.py builds them (dequantised with config.seed)."""
-    from score_matching.datasets import logit_transform, uniform_dequantize
+    """The NICE task's test rows under the default "ssm" pre-processing, rebuilt by hand from the
+    sliced-score-matching code's recipe: v/255 + (u − ½)/256 with u from config.seed's generator,
+    clamped to [1e-3, 1 − 1e-3], then torch.logit."""
     from score_matching.tasks.common import first_rows, load_data
 
+    assert config.data.nice_preprocessing == "ssm"
+    images = first_rows(load_data(config).test.images, config.data.max_eval).flatten(1)
+    noise = torch.rand(images.shape, generator=torch.Generator().manual_seed(config.seed))
+    return torch.logit((images.float() / 255 + (noise - 0.5) / 256).clamp(1e-3, 1 - 1e-3))
+
+
+def test_nice_preprocessings_and_their_likelihoods():
+    """"ssm" reports the logit-space likelihood only (its clamp has no log-determinant); "bijective"
+    reports the pixel-space one too, equal to the logit-space one plus the transform's log-determinant."""
+    from score_matching.datasets import logit_transform, logit_transform_logdet, uniform_dequantize
+    from score_matching.tasks.common import first_rows, load_data
+
+    for preprocessing in ("ssm", "bijective"):
+        config = tiny_config("nice_baseline", data__nice_preprocessing=preprocessing)
+        task = build_task(config, torch.device("cpu"), model_transform_for(config))
+        metrics = task.quick_eval(task.model)
+        assert ("test_log_likelihood_pixel_space" in metrics) == (preprocessing == "bijective")
     images = first_rows(load_data(config).test.images, config.data.max_eval).flatten(1)
     pixels = uniform_dequantize(images, torch.Generator().manual_seed(config.seed))
-    return logit_transform(pixels, config.data.logit_alpha)
+    rows = logit_transform(pixels, config.data.logit_alpha)
+    with torch.no_grad():
+        logit_ll = task.model(rows)
+    assert metrics["test_log_likelihood_logit_space"] == pytest.approx(logit_ll.mean().item(), rel=1e-5)
+    pixel_ll = (logit_ll + logit_transform_logdet(pixels, config.data.logit_alpha)).mean().item()
+    assert metrics["test_log_likelihood_pixel_space"] == pytest.approx(pixel_ll, rel=1e-5)
+    with pytest.raises(ValueError, match=r"data.nice_preprocessing='clamp'.*valid"):
+        validate_config(tiny_config("nice_baseline", data__nice_preprocessing="clamp"))
 
 
 def test_nice_eval_takes_the_sm_loss_on_the_first_sm_loss_rows():

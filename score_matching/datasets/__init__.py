@@ -13,10 +13,13 @@ from .paths import DATA_ROOT_ENV, find_dir, find_file, resolve_data_root
 from .preprocessing import dequantize_by_median_gap, drop_correlated_columns, fit_pca_whitening, holdout_sizes
 from .tabular import read_numeric_table
 from .transforms import (
+    NICE_PREPROCESSINGS,
+    clamped_logit_transform,
     fit_image_size,
     inverse_logit_transform,
     logit_transform,
     logit_transform_logdet,
+    ssm_dequantize,
     uniform_dequantize,
 )
 from .uci import PROTOCOLS, UCI_NAMES, UCIData, load_uci, read_uci_table
@@ -31,6 +34,7 @@ __all__ = [
     "DATA_ROOT_ENV", "find_dir", "find_file", "resolve_data_root",
     "dequantize_by_median_gap", "drop_correlated_columns", "fit_pca_whitening", "holdout_sizes",
     "read_numeric_table",
-    "fit_image_size", "inverse_logit_transform", "logit_transform", "logit_transform_logdet", "uniform_dequantize",
+    "NICE_PREPROCESSINGS", "clamped_logit_transform", "fit_image_size", "inverse_logit_transform", "logit_transform",
+    "logit_transform_logdet", "ssm_dequantize", "uniform_dequantize",
     "PROTOCOLS", "UCI_NAMES", "UCIData", "load_uci", "read_uci_table",
 ]

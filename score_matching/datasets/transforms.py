@@ -1,13 +1,16 @@
-"""Tensor transforms for image data: dequantisation, the NICE logit transform with its log-determinant,
+"""Tensor transforms for image data: dequantisation, the NICE logit transforms with their log-determinant,
 and fitting images to a square size.
 
-Choices for NICE on MNIST. The sliced-score-matching code (ermongroup/sliced_score_matching,
-`runners/nice_runner.py`) uses `x/255 + (u - 1/2)/256` (noise in [-1/512, 1/512], as the paper says),
-clamps to [1e-3, 1 - 1e-3], applies `log x - log(1 - x)` and reports log-likelihoods in that logit space
-without a Jacobian term. Here the dequantisation is the standard `(x + u)/256`, and clamping is replaced by
-the smooth squashing `s = alpha + (1 - 2 alpha) x` with alpha = 1e-6 (as in the MAF/RealNVP MNIST
-pre-processing), so the map is a bijection with an exact log-determinant: a log-density in logit space plus
-`logit_transform_logdet(x)` is the log-density of the dequantised pixels in [0, 1]^D.
+NICE on MNIST has two pre-processings (`NICE_PREPROCESSINGS`):
+- "ssm", the sliced-score-matching code's (ermongroup/sliced_score_matching, `runners/nice_runner.py`),
+  which the paper's table 4 follows: `v/255 + (u - 1/2)/256` (noise in [-1/512, 1/512], as the paper
+  says), clamped to [1e-3, 1 - 1e-3], then `log x - log(1 - x)`; log-likelihoods are reported in that
+  logit space. The clamp piles every pixel within 1/512 of 0 or 1 onto ±logit(1e-3), so this map has
+  no log-determinant and there is no pixel-space likelihood.
+- "bijective": the standard `(v + u)/256`, then the smooth squashing `s = alpha + (1 - 2 alpha) x`
+  with alpha = 1e-6 (as in the MAF/RealNVP MNIST pre-processing) instead of a clamp, so the map is a
+  bijection: a log-density in logit space plus `logit_transform_logdet(x)` is the log-density of the
+  dequantised pixels in [0, 1]^D.
 """
 from __future__ import annotations
 
@@ -17,6 +20,9 @@ import torch
 import torch.nn.functional as F
 
 RESIZE_MODES = ("pad", "bilinear")
+NICE_PREPROCESSINGS = ("ssm", "bijective")
+# The sliced-score-matching code clamps dequantised pixels to [SSM_CLAMP, 1 - SSM_CLAMP] before the logit.
+SSM_CLAMP = 1e-3
 
 
 def uniform_dequantize(x_uint8: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -25,6 +31,23 @@ def uniform_dequantize(x_uint8: torch.Tensor, generator: torch.Generator | None 
         raise TypeError(f"uniform_dequantize expects a torch.uint8 tensor, got {x_uint8.dtype}")
     noise = torch.rand(x_uint8.shape, generator=generator, device=x_uint8.device)
     return (x_uint8.to(torch.float32) + noise) / 256.0
+
+
+def ssm_dequantize(x_uint8: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """v/255 + (u − 1/2)/256 with u ~ U[0, 1) elementwise: the sliced-score-matching code's float32
+    dequantisation of 8-bit integers (values may leave [0, 1] by up to 1/512)."""
+    if x_uint8.dtype != torch.uint8:
+        raise TypeError(f"ssm_dequantize expects a torch.uint8 tensor, got {x_uint8.dtype}")
+    noise = torch.rand(x_uint8.shape, generator=generator, device=x_uint8.device)
+    return x_uint8.to(torch.float32) / 255.0 + (noise - 0.5) / 256.0
+
+
+def clamped_logit_transform(x: torch.Tensor, clamp: float = SSM_CLAMP) -> torch.Tensor:
+    """y = logit(min(max(x, clamp), 1 − clamp)), the sliced-score-matching code's transform (no inverse)."""
+    if not 0.0 < clamp < 0.5:
+        raise ValueError(f"clamp must lie in (0, 0.5), got {clamp}")
+    clamped = x.clamp(clamp, 1.0 - clamp)
+    return torch.log(clamped) - torch.log1p(-clamped)
 
 
 def _check_alpha(alpha: float) -> None:
