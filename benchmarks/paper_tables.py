@@ -156,13 +156,16 @@ def run_one(row: str, seed: int, group: Group, n_iters: int, runs_root: Path, ou
 
 def reevaluate_one(path: Path, runs_root: Path, reason: str) -> Path:
     """Re-runs only the evaluation of a result file's run (its working directory under runs_root), e.g.
-    after an evaluation change; the new eval.json replaces "eval", the old one is kept as "previous_eval"."""
+    after an evaluation change; the new eval.json replaces "eval", the old one is kept as "previous_eval".
+    It evaluates the checkpoint at the result's budget, even if the workdir has trained further since."""
     result = json.loads(path.read_text())
     group = next(g for g in GROUPS.values() if result["row"] in g.rows)
     workdir = runs_root / f"{slug(result['row'])}-seed{result['seed']}"
     if not (workdir / "checkpoint-meta.pth").exists():
         raise FileNotFoundError(f"no checkpoint to re-evaluate {path.name} in {workdir}; pass its --runs_root")
-    evaluate = f"{_train_command(result['row'], result['seed'], group, result['budget']['n_iters'], workdir)} --mode=eval"
+    n_iters = result["budget"]["n_iters"]
+    evaluate = (f"{_train_command(result['row'], result['seed'], group, n_iters, workdir)} "
+                f"--config.eval.checkpoint={n_iters} --mode=eval")
     start = time.perf_counter()
     _run_logged([evaluate], workdir)
     result["previous_eval"] = result["eval"]

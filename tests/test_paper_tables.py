@@ -90,7 +90,7 @@ def test_reevaluation_runs_only_the_eval_and_keeps_the_previous_one(tmp_path, mo
     paper_tables.reevaluate_one(path, runs_root, "new proposal")
     result = json.loads(path.read_text())
     assert len(ran) == 1 and ran[0].endswith("--mode=eval") and "--config.seed=1" in ran[0]
-    assert "--config.training.n_iters=10" in ran[0] and str(workdir) in ran[0]
+    assert "--config.training.n_iters=10" in ran[0] and "--config.eval.checkpoint=10" in ran[0] and str(workdir) in ran[0]
     assert result["eval"]["log_normaliser_std_error"] == 0.05
     assert result["previous_eval"] == {"test_log_likelihood": -12.0, "log_normaliser_std_error": 0.3}
     assert result["reevaluated"]["reason"] == "new proposal" and "runs/paper-tables" in result["reevaluated"]["command"]
