@@ -60,8 +60,9 @@ class Progress:
         )
 
 
-def training_summary(workdir: str | pathlib.Path) -> dict[str, float]:
-    """What eval.json reports of training, from WORKDIR/metrics.jsonl's logged training steps.
+def training_summary(workdir: str | pathlib.Path, up_to_step: int | None = None) -> dict[str, float]:
+    """What eval.json reports of training, from WORKDIR/metrics.jsonl's logged training steps (those at
+    or before `up_to_step` when given: the evaluated checkpoint's, when the run trained on after it).
 
     train_time_per_step_ms: median over the logged medians; train_peak_memory_mib: the largest
     logged peak (CUDA tensors on GPU, the process's peak RSS on CPU); train_steps_logged: the last
@@ -71,7 +72,8 @@ def training_summary(workdir: str | pathlib.Path) -> dict[str, float]:
     path = pathlib.Path(workdir) / "metrics.jsonl"
     if not path.exists():
         return {}
-    records = [r for r in map(json.loads, path.read_text().splitlines()) if "time_per_step_ms" in r]
+    records = [r for r in map(json.loads, path.read_text().splitlines())
+               if "time_per_step_ms" in r and (up_to_step is None or r["step"] <= up_to_step)]
     if not records:
         return {}
     summary = {

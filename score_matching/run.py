@@ -222,7 +222,7 @@ def evaluate(config: ConfigDict, workdir: str, model_transform: ModelTransform, 
         "ema": bool(config.eval.use_ema),
         **task.evaluate(task.model),
         **model_metrics(task.model),
-        **training_summary(workdir),
+        **training_summary(workdir, up_to_step=step),
     }
     path = pathlib.Path(workdir) / "eval.json"
     path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")

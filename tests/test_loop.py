@@ -278,3 +278,19 @@ def test_dkef_with_implicit_deq_layers_says_which_gradient_modes_work():
     x = task.get_batch(torch.arange(8), 0)
     with pytest.raises(TypeError, match=r"forward-mode.*grad='implicit' has none; use grad='phantom' or grad='unrolled'"):
         task.loss_fn(task.model, x)
+
+
+def test_training_summary_stops_at_the_evaluated_step(tmp_path):
+    """A checkpoint evaluated after the run trained on reports only the training that produced it."""
+    from score_matching.metrics_log import training_summary
+
+    rows = [{"step": 100, "time_per_step_ms": 10.0, "peak_memory_mib": 5.0, "deq/x/iterations": 4.0},
+            {"step": 150, "eval/test_sm_loss": -1.0},
+            {"step": 200, "time_per_step_ms": 30.0, "peak_memory_mib": 6.0, "deq/x/iterations": 6.0},
+            {"step": 300, "time_per_step_ms": 90.0, "peak_memory_mib": 50.0, "deq/x/iterations": 20.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert training_summary(tmp_path, up_to_step=200) == {
+        "train_time_per_step_ms": 20.0, "train_peak_memory_mib": 6.0, "train_steps_logged": 200,
+        "train_deq/x/iterations": 5.0,
+    }
+    assert training_summary(tmp_path)["train_peak_memory_mib"] == 50.0
