@@ -201,7 +201,9 @@ def _checkpoint_path(workdir: pathlib.Path, which: str) -> pathlib.Path:
     return workdir / "checkpoints" / f"checkpoint_{which}.pth"
 
 
-def _load_for_eval(config: ConfigDict, workdir: str, model_transform: ModelTransform) -> tuple[Task, ExponentialMovingAverage, int]:
+def load_for_eval(config: ConfigDict, workdir: str, model_transform: ModelTransform) -> tuple[Task, ExponentialMovingAverage, int]:
+    """The task with the checkpoint named by config.eval.checkpoint restored (EMA weights swapped in if
+    config.eval.use_ema), its EMA and its step."""
     task, device, _ = _setup(config, model_transform)
     ema = ExponentialMovingAverage(task.model, config.model.ema_rate)
     path = _checkpoint_path(pathlib.Path(workdir), str(config.eval.checkpoint))
@@ -214,7 +216,7 @@ def _load_for_eval(config: ConfigDict, workdir: str, model_transform: ModelTrans
 
 def evaluate(config: ConfigDict, workdir: str, model_transform: ModelTransform, model_metrics: ModelMetrics) -> dict:
     """Evaluates a checkpoint with autograd on (score-matching metrics need it); writes eval.json."""
-    task, _, step = _load_for_eval(config, workdir, model_transform)
+    task, _, step = load_for_eval(config, workdir, model_transform)
     if task.prepare_eval is not None:
         task.prepare_eval(task.model)
     metrics = {
@@ -232,7 +234,7 @@ def evaluate(config: ConfigDict, workdir: str, model_transform: ModelTransform, 
 
 def sample(config: ConfigDict, workdir: str, model_transform: ModelTransform) -> pathlib.Path:
     """Draws config.sampling.n_samples images from a checkpoint into WORKDIR/samples."""
-    task, _, step = _load_for_eval(config, workdir, model_transform)
+    task, _, step = load_for_eval(config, workdir, model_transform)
     if task.sample is None:
         raise ValueError(f"model {config.model.name!r} does not generate images; --mode=sample is for image models")
     folder = pathlib.Path(workdir) / "samples"

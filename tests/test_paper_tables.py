@@ -97,3 +97,25 @@ def test_reevaluation_runs_only_the_eval_and_keeps_the_previous_one(tmp_path, mo
     (workdir / "checkpoint-meta.pth").unlink()
     with pytest.raises(FileNotFoundError, match="no checkpoint to re-evaluate"):
         paper_tables.reevaluate_one(path, runs_root, "again")
+
+
+def test_gradient_mode_eval_of_a_checkpoint(tmp_path, monkeypatch):
+    """The phantom metrics are the run's own eval; the unrolled ones are those of the exact fixed point,
+    which phantom steps converge to as K grows (the paper's proposition 2)."""
+    from benchmarks import gradient_mode_eval
+    from main import model_transform_for
+    from score_matching import run
+    from tiny_runs import tiny_config, train_losses
+
+    config = tiny_config("dkef_deq")
+    train_losses(config, tmp_path)
+    step = config.training.n_iters
+    saved = run.evaluate(config, str(tmp_path), model_transform_for(config), lambda m: {})
+    monkeypatch.setattr(gradient_mode_eval, "row_config", lambda row: tiny_config("dkef_deq"))
+    modes = gradient_mode_eval.evaluate_modes("tiny", str(tmp_path), step, exact_tol=1e-7)
+    assert modes["phantom"]["test_sm_loss"] == pytest.approx(saved["test_sm_loss"], rel=1e-6)
+    monkeypatch.setattr(gradient_mode_eval, "row_config", lambda row: tiny_config("dkef_deq", deq__phantom_steps=60))
+    many_steps = gradient_mode_eval.evaluate_modes("tiny", str(tmp_path), step, exact_tol=1e-7)["phantom"]
+    assert modes["unrolled"]["test_sm_loss"] == pytest.approx(many_steps["test_sm_loss"], rel=1e-4)
+    with pytest.raises(FileNotFoundError):
+        gradient_mode_eval.evaluate_modes("tiny", str(tmp_path), step + 1, exact_tol=1e-7)
