@@ -2,7 +2,7 @@
 
     python -m benchmarks.gradient_mode_eval --row="table3/gaussian100/DEQ-SM DKEF" \
         --workdir=runs/paper-tables/table3_gaussian100_DEQ-SM_DKEF-seed0 --steps=1000,5000 \
-        [--out=benchmarks/results/gradient-mode-eval.json]
+        [--out=benchmarks/results/gradient-mode-eval/<workdir name>.json]
 
 A DEQ model's score, and so its SM loss, depends on the gradient mode: phantom K=2 gives an
 approximate score whose Hessian trace is not that of the model's density, while "unrolled" (solved
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", required=True, help="comma-separated checkpoint steps")
     parser.add_argument("--exact-tol", type=float, default=1e-6)
     parser.add_argument("--data-root", default="")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gradient-mode-eval.json"))
+    parser.add_argument("--out", default="", help="default: benchmarks/results/gradient-mode-eval/<workdir name>.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     steps = [int(s) for s in args.steps.split(",")]
@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> None:
         "device": device_name(torch.device("cpu")), "torch": torch.__version__,
         "steps": {str(step): evaluate_modes(args.row, args.workdir, step, args.exact_tol, args.data_root) for step in steps},
     }
-    Path(args.out).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    out = Path(args.out or ROOT / "benchmarks" / "results" / "gradient-mode-eval" / f"{Path(args.workdir).name}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     print(json.dumps(result["steps"], indent=2))
 
 
