@@ -71,6 +71,12 @@ def get_default_config() -> ml_collections.ConfigDict:
     training.snapshot_freq = 1000  # a kept checkpoint
     training.preemption_freq = 100  # the overwritten checkpoint a restarted run resumes from
     training.sample_freq = 1000  # sample grid (image models); 0 = never
+    # Model selection on the validation split (tasks that define a validation loss, e.g. DKEF): every
+    # val_freq steps (0 = never) the validation loss is taken and a new minimum is saved as
+    # checkpoints/best.pth (eval with --config.eval.checkpoint=best); with patience > 0, training
+    # stops once the best is patience steps old (the DKEF reference code's early stopping).
+    training.val_freq = 0
+    training.patience = 0
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.optimizer = "adam"
@@ -89,7 +95,7 @@ def get_default_config() -> ml_collections.ConfigDict:
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.batch_size = 256
-    evaluate.checkpoint = "latest"  # latest | a step number
+    evaluate.checkpoint = "latest"  # latest | best | a step number
     evaluate.use_ema = True
     # DKEF: importance samples for log Z, drawn is_samples at a time until the estimate's standard
     # error is at most is_target_std_error nats or is_max_samples are drawn.

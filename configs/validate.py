@@ -43,7 +43,16 @@ def validate_config(config: ConfigDict) -> None:
         section, key = field.split(".")
         if config[section][key] < 1:
             raise ValueError(f"config.{field}={config[section][key]!r} must be >= 1")
-    for field in ("data.max_train", "data.max_eval", "eval.sm_loss_rows", "training.eval_freq"):
+    for field in ("data.max_train", "data.max_eval", "eval.sm_loss_rows", "training.eval_freq", "training.val_freq",
+                  "training.patience"):
         section, key = field.split(".")
         if config[section][key] < 0:
             raise ValueError(f"config.{field}={config[section][key]!r} must be >= 0 (0 = off / all rows)")
+    if config.training.patience > 0 and config.training.val_freq == 0:
+        raise ValueError(
+            f"config.training.patience={config.training.patience} stops on the validation loss, which is "
+            "never taken with training.val_freq=0; set training.val_freq > 0"
+        )
+    checkpoint = str(config.eval.checkpoint)
+    if checkpoint not in ("latest", "best") and not checkpoint.isdigit():
+        raise ValueError(f"config.eval.checkpoint={checkpoint!r} must be 'latest', 'best' or a step number")

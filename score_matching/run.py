@@ -1,8 +1,9 @@
 """The train / eval / sample loops (score_sde_pytorch style): generic over tasks, DEQ-agnostic.
 
-WORKDIR holds `checkpoints/checkpoint_<step>.pth` (kept snapshots), `checkpoint-meta.pth` (the
-preemption checkpoint a restarted run resumes from), `metrics.jsonl`, `tensorboard/`, `samples/`
-and `eval.json`. `model_transform` and `model_metrics` are the hooks through which `main.py` applies
+WORKDIR holds `checkpoints/checkpoint_<step>.pth` (kept snapshots), `checkpoints/best.pth` (the
+lowest validation loss so far, with training.val_freq > 0), `checkpoint-meta.pth` (the preemption
+checkpoint a restarted run resumes from), `metrics.jsonl`, `tensorboard/`, `samples/` and
+`eval.json`. `model_transform` and `model_metrics` are the hooks through which `main.py` applies
 patches and reads their diagnostics; this module never looks inside the model.
 """
 from __future__ import annotations
@@ -11,7 +12,9 @@ import json
 import logging
 import pathlib
 import resource
+import math
 import time
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
@@ -103,25 +106,37 @@ def _setup(config: ConfigDict, model_transform: ModelTransform) -> tuple[Task, t
     return task, device, info
 
 
-def _save(workdir: pathlib.Path, name: str, task: Task, ema, optimizer, step: int) -> None:
+@dataclass
+class Selection:
+    """Model selection on the validation loss: the best value so far, its step, and whether training
+    stopped early (patience exhausted). Saved in every checkpoint, so a resumed run keeps it."""
+
+    best_loss: float = math.inf
+    best_step: int = 0
+    stopped: bool = False
+
+
+def _save(workdir: pathlib.Path, name: str, task: Task, ema, optimizer, step: int, selection: Selection) -> None:
     state = {
         "model": task.model.state_dict(),
         "ema": ema.state_dict(),
         "optimizer": optimizer.state_dict(),
         "step": step,
         "rng": rng_state(),
+        "selection": asdict(selection),
     }
     save_checkpoint(workdir / name, state)
 
 
-def _restore(path: pathlib.Path, task: Task, ema, optimizer, device: torch.device) -> int:
+def _restore(path: pathlib.Path, task: Task, ema, optimizer, device: torch.device) -> tuple[int, Selection]:
     state = load_checkpoint(path, map_location=device)
     load_state_strict(task.model, state["model"], f"model in {path}")
     ema.load_state_dict(state["ema"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
-    return state["step"]
+    # Checkpoints written before model selection existed carry no "selection": nothing was selected.
+    return state["step"], Selection(**state.get("selection", {}))
 
 
 def _with_ema(task: Task, ema: ExponentialMovingAverage, fn: Callable[[], object]) -> object:
@@ -141,12 +156,21 @@ def train(config: ConfigDict, workdir: str, model_transform: ModelTransform, mod
     model = task.model
     optimizer = get_optimizer(config, model.parameters())
     ema = ExponentialMovingAverage(model, config.model.ema_rate)
-    start = 0
-    if (workdir_path / PREEMPTION_CHECKPOINT).is_file():
-        start = _restore(workdir_path / PREEMPTION_CHECKPOINT, task, ema, optimizer, device)
-        logger.info("resumed from %s at step %d", workdir_path / PREEMPTION_CHECKPOINT, start)
-    writer = MetricsWriter(workdir_path, enabled=info.is_main)
     training = config.training
+    if training.val_freq > 0 and task.val_loss is None:
+        raise ValueError(
+            f"training.val_freq={training.val_freq} selects models on a validation loss, which the "
+            f"{config.model.name!r} task does not define; set training.val_freq=0"
+        )
+    start, selection = 0, Selection()
+    if (workdir_path / PREEMPTION_CHECKPOINT).is_file():
+        start, selection = _restore(workdir_path / PREEMPTION_CHECKPOINT, task, ema, optimizer, device)
+        logger.info("resumed from %s at step %d", workdir_path / PREEMPTION_CHECKPOINT, start)
+    if selection.stopped:
+        logger.info("training stopped early at step %d (best validation loss %.4g at step %d); nothing to do",
+                    start, selection.best_loss, selection.best_step)
+        return
+    writer = MetricsWriter(workdir_path, enabled=info.is_main)
     progress = Progress(start, training.n_iters, training.batch_size)
     step_times: list[float] = []
     step_fn = get_step_fn(config, task, optimizer, ema, info)
@@ -175,13 +199,34 @@ def train(config: ConfigDict, workdir: str, model_transform: ModelTransform, mod
             writer.write(done, {f"eval/{k}": v for k, v in scalars.items()})
         if task.sample is not None and training.sample_freq > 0 and done % training.sample_freq == 0 and info.is_main:
             _with_ema(task, ema, lambda: _draw_and_save(config, task, workdir_path / "samples", f"step_{done}"))
-        if info.is_main and (done % training.snapshot_freq == 0 or done == training.n_iters):
-            _save(workdir_path / "checkpoints", f"checkpoint_{done}.pth", task, ema, optimizer, done)
-        if info.is_main and (done % training.preemption_freq == 0 or done == training.n_iters):
-            _save(workdir_path, PREEMPTION_CHECKPOINT, task, ema, optimizer, done)
+        if training.val_freq > 0 and done % training.val_freq == 0:
+            _select(task, ema, optimizer, workdir_path, writer, info, selection, done, training.patience)
+        last = done == training.n_iters or selection.stopped
+        if info.is_main and (done % training.snapshot_freq == 0 or last):
+            _save(workdir_path / "checkpoints", f"checkpoint_{done}.pth", task, ema, optimizer, done, selection)
+        if info.is_main and (done % training.preemption_freq == 0 or last):
+            _save(workdir_path, PREEMPTION_CHECKPOINT, task, ema, optimizer, done, selection)
         if done % training.preemption_freq == 0:
             barrier(info)
+        if selection.stopped:
+            logger.info("no validation improvement for %d steps: stopped at step %d (best %.4g at step %d)",
+                        training.patience, done, selection.best_loss, selection.best_step)
+            break
     writer.close()
+
+
+def _select(task: Task, ema, optimizer, workdir: pathlib.Path, writer: MetricsWriter, info: DistInfo,
+            selection: Selection, done: int, patience: int) -> None:
+    """Takes the validation loss (EMA weights); a new minimum is saved as checkpoints/best.pth, and
+    with patience > 0 a best older than `patience` steps stops training."""
+    value = float(_with_ema(task, ema, lambda: task.val_loss(task.model)))
+    writer.write(done, {"val/loss": value})
+    if value < selection.best_loss:
+        selection.best_loss, selection.best_step = value, done
+        if info.is_main:
+            _save(workdir / "checkpoints", "best.pth", task, ema, optimizer, done, selection)
+    elif patience > 0 and done - selection.best_step >= patience:
+        selection.stopped = True
 
 
 def _draw_and_save(config: ConfigDict, task: Task, folder: pathlib.Path, stem: str) -> None:
@@ -196,8 +241,10 @@ def _draw_and_save(config: ConfigDict, task: Task, folder: pathlib.Path, stem: s
 def _checkpoint_path(workdir: pathlib.Path, which: str) -> pathlib.Path:
     if which == "latest":
         return workdir / PREEMPTION_CHECKPOINT
+    if which == "best":
+        return workdir / "checkpoints" / "best.pth"
     if not which.isdigit():
-        raise ValueError(f"eval.checkpoint must be 'latest' or a step number, got {which!r}")
+        raise ValueError(f"eval.checkpoint must be 'latest', 'best' or a step number, got {which!r}")
     return workdir / "checkpoints" / f"checkpoint_{which}.pth"
 
 
@@ -207,7 +254,7 @@ def load_for_eval(config: ConfigDict, workdir: str, model_transform: ModelTransf
     task, device, _ = _setup(config, model_transform)
     ema = ExponentialMovingAverage(task.model, config.model.ema_rate)
     path = _checkpoint_path(pathlib.Path(workdir), str(config.eval.checkpoint))
-    step = _restore(path, task, ema, None, device)
+    step, _ = _restore(path, task, ema, None, device)
     if config.eval.use_ema:
         ema.swap_in(task.model)
     task.model.eval()

@@ -294,3 +294,53 @@ def test_training_summary_stops_at_the_evaluated_step(tmp_path):
         "train_deq/x/iterations": 5.0,
     }
     assert training_summary(tmp_path)["train_peak_memory_mib"] == 50.0
+
+
+def _val_log(workdir) -> list[tuple[int, float]]:
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["val/loss"]) for r in rows if "val/loss" in r]
+
+
+def test_validation_keeps_the_best_checkpoint_and_patience_stops_training(tmp_path):
+    config = tiny_config("dkef_baseline", training__n_iters=12, training__val_freq=1, training__patience=2,
+                         optim__lr=0.3)
+    train_losses(config, tmp_path)
+    log = _val_log(tmp_path)
+    # The expected stop, from the logged sequence alone: the first step whose best is >= 2 steps old.
+    best_step, best, stop = 0, math.inf, None
+    for step, value in log:
+        if value < best:
+            best_step, best = step, value
+        elif step - best_step >= 2:
+            stop = step
+            break
+    assert stop is not None and log[-1][0] == stop < 12  # this learning rate makes the loss bounce
+    assert min(value for _, value in log) == best
+    # checkpoints/best.pth holds the weights of the best step: its validation loss is the logged minimum.
+    eval_config = tiny_config("dkef_baseline", eval__checkpoint="best")
+    task, _, step = run.load_for_eval(eval_config, str(tmp_path), model_transform_for(eval_config))
+    assert step == best_step and task.val_loss(task.model) == pytest.approx(best, rel=1e-5)
+    # A stopped run does not train on when restarted.
+    lines = (tmp_path / "metrics.jsonl").read_text()
+    train_losses(config, tmp_path)
+    assert (tmp_path / "metrics.jsonl").read_text() == lines
+
+
+def test_a_resumed_run_keeps_its_model_selection(tmp_path):
+    overrides = dict(training__val_freq=1, training__patience=3, optim__lr=0.3)
+    train_losses(tiny_config("dkef_baseline", training__n_iters=10, **overrides), tmp_path / "full")
+    train_losses(tiny_config("dkef_baseline", training__n_iters=4, **overrides), tmp_path / "split")
+    train_losses(tiny_config("dkef_baseline", training__n_iters=10, **overrides), tmp_path / "split")
+    assert _val_log(tmp_path / "split") == _val_log(tmp_path / "full")
+    best = [load_checkpoint(path / "checkpoints" / "best.pth")["selection"] for path in
+            (tmp_path / "full", tmp_path / "split")]
+    assert best[0] == best[1]
+
+
+def test_model_selection_rejects_bad_settings(tmp_path):
+    with pytest.raises(ValueError, match=r"training.patience=5 stops on the validation loss.*val_freq > 0"):
+        validate_config(tiny_config("dkef_baseline", training__patience=5))
+    with pytest.raises(ValueError, match=r"eval.checkpoint='last' must be 'latest', 'best' or a step number"):
+        validate_config(tiny_config("dkef_baseline", eval__checkpoint="last"))
+    with pytest.raises(ValueError, match=r"training.val_freq=1 selects models on a validation loss, which the 'nice' task"):
+        train_losses(tiny_config("nice_baseline", training__val_freq=1), tmp_path)

@@ -35,6 +35,7 @@ class Task:
     quick_eval: Callable[[nn.Module], dict[str, float]]  # a cheap test loss, during training
     sample: Callable[[nn.Module, int, torch.Generator], Tensor] | None = None  # images in [0, 1]
     prepare_eval: Callable[[nn.Module], None] | None = None  # e.g. DKEF's refit of α on all data
+    val_loss: Callable[[nn.Module], float] | None = None  # validation loss for model selection (lower is better)
 
 
 TASKS: Registry[Callable[[ConfigDict, torch.device, ModelTransform], Task]] = Registry("task")

@@ -33,6 +33,10 @@ from score_matching.tasks.common import first_rows, load_data, loss_kwargs
 DKEF_LOSSES = SCORE_LOSSES + tuple(name for name in LOG_DENSITY_LOSSES if name != "mle")
 
 
+# The DKEF reference code fits α for its validation loss on 1000 random training rows.
+VAL_ALPHA_ROWS = 1000
+
+
 def _chunked_mean(fn, x: Tensor, chunk: int) -> float:
     return sum(fn(part).item() * len(part) for part in x.split(chunk)) / len(x)
 
@@ -103,6 +107,14 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
             metrics["true_test_log_likelihood"] = data.true_log_density(test.cpu()).mean().item()
         return metrics
 
+    val = data.val.to(device)
+    val_alpha_rows = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))[:VAL_ALPHA_ROWS].to(device)]
+
+    def val_loss(net: nn.Module) -> float:
+        """Exact SM loss on the validation split under α fitted on VAL_ALPHA_ROWS fixed training rows."""
+        alpha = net.fit_alpha(val_alpha_rows).detach()
+        return _chunked_mean(lambda part: exact_sm(functools.partial(net.score, alpha=alpha), part), val, chunk)
+
     def quick_eval(net: nn.Module) -> dict[str, float]:
         alpha = net.fit_alpha(train[: config.training.batch_size]).detach()
         part = test[:chunk]
@@ -116,4 +128,5 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
         evaluate=evaluate,
         quick_eval=quick_eval,
         prepare_eval=lambda net: net.finalize(train),
+        val_loss=val_loss,
     )
