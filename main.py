@@ -6,16 +6,19 @@
     torchrun --nproc_per_node=2 main.py --config=configs/ncsn_deq.py --workdir=runs/ddp
 
 This is the only place where the host loop (`score_matching.run`) and the patches meet: the
-loop calls `apply_patch` on the freshly built model and `deq_layer_stats` when it logs.
+loop calls `apply_patch` on the freshly built model, `deq_layer_stats` when it logs, and takes its
+validation loss inside `exact_derivatives` when config.deq.val_exact_tol > 0.
 """
 from __future__ import annotations
 
+import functools
 import logging
 
 from absl import app, flags
 from ml_collections import ConfigDict, config_flags
 
 from configs.validate import validate_config
+from deq_plugin import exact_derivatives
 from patches import apply_patch, deq_layer_stats
 from score_matching import run
 
@@ -36,6 +39,14 @@ def model_transform_for(config: ConfigDict):
     return transform
 
 
+def validation_context_for(config: ConfigDict):
+    """With config.deq.val_exact_tol > 0, the context that gives DEQ layers exact derivatives during
+    validation; else None."""
+    if config.deq.val_exact_tol <= 0:
+        return None
+    return functools.partial(exact_derivatives, tol=config.deq.val_exact_tol)
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -44,7 +55,7 @@ def main(argv: list[str]) -> None:
     validate_config(config)
     transform = model_transform_for(config)
     if FLAGS.mode == "train":
-        run.train(config, FLAGS.workdir, transform, deq_layer_stats)
+        run.train(config, FLAGS.workdir, transform, deq_layer_stats, validation_context_for(config))
     elif FLAGS.mode == "eval":
         run.evaluate(config, FLAGS.workdir, transform, deq_layer_stats)
     else:

@@ -135,6 +135,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     deq.grad = "phantom"  # phantom | implicit | unrolled
     deq.phantom_steps = 2
     deq.phantom_tau = 1.0
+    # > 0: the validation loss of model selection (training.val_freq) is taken with every DEQ layer's
+    # exact derivatives (grad=unrolled solved to this tolerance), not its training gradient mode.
+    deq.val_exact_tol = 0.0
     deq.warm_start = False
     deq.norm = "frobenius"  # frobenius | spectral | none
     deq.norm_lambda = 2.0

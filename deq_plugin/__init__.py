@@ -6,7 +6,7 @@ weight normalisation are chosen independently; see `DEQ`.
 """
 from deq_plugin.blocks import BLOCKS, register_block
 from deq_plugin.cells import ACTIVATIONS, Activation, ConvCell, DEQBlock, DenseCell, ResidualCell
-from deq_plugin.deq import GRAD_MODES, DEQ, DEQStats
+from deq_plugin.deq import GRAD_MODES, DEQ, DEQStats, exact_derivatives
 from deq_plugin.diagnostics import contraction_factor
 from deq_plugin.norms import NORMS, FrobeniusNorm, SpectralNorm, normalize_all, normalize_weight, refresh_spectral_norms
 from deq_plugin.solvers import SOLVERS, NonFiniteStateError, SolverResult, anderson, picard, register_solver
@@ -15,7 +15,7 @@ from deq_plugin.swap import BlockSpec, swap
 __all__ = [
     "BLOCKS", "register_block", "BlockSpec", "swap",
     "ACTIVATIONS", "Activation", "ConvCell", "DEQBlock", "DenseCell", "ResidualCell",
-    "GRAD_MODES", "DEQ", "DEQStats", "contraction_factor",
+    "GRAD_MODES", "DEQ", "DEQStats", "contraction_factor", "exact_derivatives",
     "NORMS", "FrobeniusNorm", "SpectralNorm", "normalize_all", "normalize_weight", "refresh_spectral_norms",
     "SOLVERS", "NonFiniteStateError", "SolverResult", "anderson", "picard", "register_solver",
 ]

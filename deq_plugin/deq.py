@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -215,3 +216,24 @@ class DEQ(nn.Module):
         if self.warm_start:
             self._warm_z = result.z.detach()
         return z
+
+
+@contextmanager
+def exact_derivatives(module: nn.Module, tol: float) -> Iterator[None]:
+    """Within the block, every DEQ layer in `module` differentiates its true fixed point.
+
+    Each layer switches to grad="unrolled" (autograd through a solve to `tol`, which works in reverse
+    and forward mode alike, unlike "implicit") and back on exit. Use it to score a model trained with
+    phantom gradients by the derivatives of the function it actually computes, e.g. for validation.
+    """
+    if not tol > 0:
+        raise ValueError(f"tol must be > 0, got {tol}")
+    deqs = [m for m in module.modules() if isinstance(m, DEQ)]
+    saved = [(deq.grad, deq.tol) for deq in deqs]
+    try:
+        for deq in deqs:
+            deq.grad, deq.tol = "unrolled", tol
+        yield
+    finally:
+        for deq, (grad, previous_tol) in zip(deqs, saved):
+            deq.grad, deq.tol = grad, previous_tol

@@ -15,7 +15,7 @@ import resource
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, ContextManager
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ from score_matching.tasks import ModelTransform, Task, build_task
 
 logger = logging.getLogger("score_matching")
 ModelMetrics = Callable[[nn.Module], dict[str, float]]
+ValidationContext = Callable[[nn.Module], ContextManager]
 DEVICES = ("auto", "cpu", "cuda")
 PREEMPTION_CHECKPOINT = "checkpoint-meta.pth"
 
@@ -149,8 +150,17 @@ def _with_ema(task: Task, ema: ExponentialMovingAverage, fn: Callable[[], object
         ema.swap_out(task.model)
 
 
-def train(config: ConfigDict, workdir: str, model_transform: ModelTransform, model_metrics: ModelMetrics) -> None:
-    """Trains `config.model`, resuming from WORKDIR's preemption checkpoint if one exists."""
+def train(
+    config: ConfigDict,
+    workdir: str,
+    model_transform: ModelTransform,
+    model_metrics: ModelMetrics,
+    validation_context: ValidationContext | None = None,
+) -> None:
+    """Trains `config.model`, resuming from WORKDIR's preemption checkpoint if one exists.
+
+    `validation_context(model)`, if given, is a context manager the validation loss is taken in
+    (main.py's: DEQ layers with exact derivatives)."""
     workdir_path = pathlib.Path(workdir)
     task, device, info = _setup(config, model_transform)
     model = task.model
@@ -200,7 +210,8 @@ def train(config: ConfigDict, workdir: str, model_transform: ModelTransform, mod
         if task.sample is not None and training.sample_freq > 0 and done % training.sample_freq == 0 and info.is_main:
             _with_ema(task, ema, lambda: _draw_and_save(config, task, workdir_path / "samples", f"step_{done}"))
         if training.val_freq > 0 and done % training.val_freq == 0:
-            _select(task, ema, optimizer, workdir_path, writer, info, selection, done, training.patience)
+            _select(task, ema, optimizer, workdir_path, writer, info, selection, done, training.patience,
+                    validation_context)
         last = done == training.n_iters or selection.stopped
         if info.is_main and (done % training.snapshot_freq == 0 or last):
             _save(workdir_path / "checkpoints", f"checkpoint_{done}.pth", task, ema, optimizer, done, selection)
@@ -216,10 +227,17 @@ def train(config: ConfigDict, workdir: str, model_transform: ModelTransform, mod
 
 
 def _select(task: Task, ema, optimizer, workdir: pathlib.Path, writer: MetricsWriter, info: DistInfo,
-            selection: Selection, done: int, patience: int) -> None:
-    """Takes the validation loss (EMA weights); a new minimum is saved as checkpoints/best.pth, and
-    with patience > 0 a best older than `patience` steps stops training."""
-    value = float(_with_ema(task, ema, lambda: task.val_loss(task.model)))
+            selection: Selection, done: int, patience: int, context: ValidationContext | None) -> None:
+    """Takes the validation loss (EMA weights, inside `context(model)` if given); a new minimum is saved
+    as checkpoints/best.pth, and with patience > 0 a best older than `patience` steps stops training."""
+
+    def validation_loss() -> float:
+        if context is None:
+            return task.val_loss(task.model)
+        with context(task.model):
+            return task.val_loss(task.model)
+
+    value = float(_with_ema(task, ema, validation_loss))
     writer.write(done, {"val/loss": value})
     if value < selection.best_loss:
         selection.best_loss, selection.best_step = value, done

@@ -207,3 +207,19 @@ def test_spectral_parametrisation_works_inside_functional_call():
     out = functional_call(deq, params, (u,))
     (grad,) = torch.autograd.grad(out.sum(), u)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_exact_derivatives_switches_every_deq_to_unrolled_and_back():
+    from deq_plugin import exact_derivatives
+
+    model = nn.Sequential(DEQ(DenseCell(4), grad="phantom", tol=1e-3), DEQ(DenseCell(4), grad="implicit", tol=1e-4))
+    with exact_derivatives(model, tol=1e-8):
+        assert [(m.grad, m.tol) for m in model] == [("unrolled", 1e-8), ("unrolled", 1e-8)]
+    assert [(m.grad, m.tol) for m in model] == [("phantom", 1e-3), ("implicit", 1e-4)]
+    with pytest.raises(RuntimeError, match="inside"):
+        with exact_derivatives(model, tol=1e-8):
+            raise RuntimeError("inside")
+    assert [(m.grad, m.tol) for m in model] == [("phantom", 1e-3), ("implicit", 1e-4)]
+    with pytest.raises(ValueError, match="tol must be > 0, got 0"):
+        with exact_derivatives(model, tol=0):
+            pass

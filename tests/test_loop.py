@@ -344,3 +344,18 @@ def test_model_selection_rejects_bad_settings(tmp_path):
         validate_config(tiny_config("dkef_baseline", eval__checkpoint="last"))
     with pytest.raises(ValueError, match=r"training.val_freq=1 selects models on a validation loss, which the 'nice' task"):
         train_losses(tiny_config("nice_baseline", training__val_freq=1), tmp_path)
+
+
+def test_validation_of_a_deq_model_can_use_its_exact_derivatives(tmp_path):
+    """With deq.val_exact_tol the logged validation loss is that of the exact fixed point's score."""
+    from main import validation_context_for
+    from patches import deq_layer_stats
+
+    assert validation_context_for(tiny_config("dkef_deq")) is None
+    config = tiny_config("dkef_deq", training__n_iters=2, training__val_freq=1, deq__val_exact_tol=1e-7)
+    run.train(config, str(tmp_path), model_transform_for(config), deq_layer_stats, validation_context_for(config))
+    best = min(value for _, value in _val_log(tmp_path))
+    exact = tiny_config("dkef_deq", eval__checkpoint="best", deq__grad="unrolled", deq__tol=1e-7)
+    task, _, _ = run.load_for_eval(exact, str(tmp_path), model_transform_for(exact))
+    assert task.val_loss(task.model) == pytest.approx(best, rel=1e-6)
+    assert config.deq.grad == "phantom"  # training itself kept the phantom gradient
