@@ -206,21 +206,24 @@ class DKEF(nn.Module):
         return self.solve_alpha(*self.alpha_moments(x_fit, create_graph=True))
 
     @torch.no_grad()
-    def finalize(self, x_train: Tensor, chunk_size: int = 100) -> Tensor:
-        """Refit α on all of x_train with the current λ, store it in the `alpha` buffer, return it.
-
-        G and b are accumulated over chunks of `chunk_size` rows (each φ_r then sees chunk·M rows
-        at once), so the result equals `fit_alpha(x_train)` without its graph.
-        """
-        self._check_input(x_train, "x_train")
+    def refit_alpha(self, x_fit: Tensor, chunk_size: int = 100) -> Tensor:
+        """`fit_alpha(x_fit)` without its graph, in bounded memory: G and b are accumulated over
+        chunks of `chunk_size` rows (each φ_r then sees chunk·M rows at once)."""
+        self._check_input(x_fit, "x_fit")
         check_int("chunk_size", chunk_size, 1)
-        gram = x_train.new_zeros(self.n_inducing, self.n_inducing)
-        rhs = x_train.new_zeros(self.n_inducing)
-        for chunk in x_train.split(chunk_size):
+        gram = x_fit.new_zeros(self.n_inducing, self.n_inducing)
+        rhs = x_fit.new_zeros(self.n_inducing)
+        for chunk in x_fit.split(chunk_size):
             chunk_gram, chunk_rhs = self.alpha_moments(chunk, create_graph=False)
             gram += chunk_gram * chunk.shape[0]
             rhs += chunk_rhs * chunk.shape[0]
-        alpha = self.solve_alpha(gram / x_train.shape[0], rhs / x_train.shape[0])
+        return self.solve_alpha(gram / x_fit.shape[0], rhs / x_fit.shape[0])
+
+    @torch.no_grad()
+    def finalize(self, x_train: Tensor, chunk_size: int = 100) -> Tensor:
+        """Refit α on all of x_train with the current λ (`refit_alpha`), store it in the `alpha`
+        buffer, return it."""
+        alpha = self.refit_alpha(x_train, chunk_size)
         self.alpha.copy_(alpha)
         return alpha.clone()
 

@@ -112,7 +112,7 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
 
     def val_loss(net: nn.Module) -> float:
         """Exact SM loss on the validation split under α fitted on VAL_ALPHA_ROWS fixed training rows."""
-        alpha = net.fit_alpha(val_alpha_rows).detach()
+        alpha = net.refit_alpha(val_alpha_rows, chunk)
         return _chunked_mean(lambda part: exact_sm(functools.partial(net.score, alpha=alpha), part), val, chunk)
 
     def quick_eval(net: nn.Module) -> dict[str, float]:
