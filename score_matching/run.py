@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import pathlib
-import resource
 import math
+import resource
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Callable, ContextManager
 
@@ -232,9 +233,7 @@ def _select(task: Task, ema, optimizer, workdir: pathlib.Path, writer: MetricsWr
     as checkpoints/best.pth, and with patience > 0 a best older than `patience` steps stops training."""
 
     def validation_loss() -> float:
-        if context is None:
-            return task.val_loss(task.model)
-        with context(task.model):
+        with context(task.model) if context is not None else nullcontext():
             return task.val_loss(task.model)
 
     value = float(_with_ema(task, ema, validation_loss))

@@ -1,7 +1,7 @@
 """Helpers shared by the tasks: data loading from the config, loss keyword arguments, batching."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from ml_collections import ConfigDict
@@ -37,6 +37,17 @@ def load_data(config: ConfigDict, **kwargs: Any):
     if config.data.dataset == "mnist" and config.data.download:
         ensure_mnist(root)
     return get_dataset(config.data.dataset, root, **kwargs)
+
+
+def chunked_mean(fn: Callable[[Tensor], Tensor], x: Tensor, chunk: int) -> float:
+    """The row-weighted mean of the scalar fn(part) over x split into chunks of `chunk` rows."""
+    return sum(fn(part).item() * len(part) for part in x.split(chunk)) / len(x)
+
+
+def seeded_rows(x: Tensor, n: int, seed: int) -> Tensor:
+    """n rows of x (all if fewer) in the random order a generator seeded with `seed` draws."""
+    order = torch.randperm(len(x), generator=torch.Generator(device=x.device).manual_seed(seed), device=x.device)
+    return x[order[:n]]
 
 
 def first_rows(x: Tensor, limit: int) -> Tensor:

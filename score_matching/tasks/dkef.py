@@ -27,7 +27,7 @@ from score_matching.models.dkef_normaliser import (
     mean_log_likelihood,
 )
 from score_matching.tasks import ModelTransform, Task, register_task
-from score_matching.tasks.common import first_rows, load_data, loss_kwargs
+from score_matching.tasks.common import chunked_mean, first_rows, load_data, loss_kwargs, seeded_rows
 
 # DKEF's p̃ is unnormalised, so maximum likelihood is out.
 DKEF_LOSSES = SCORE_LOSSES + tuple(name for name in LOG_DENSITY_LOSSES if name != "mle")
@@ -35,10 +35,6 @@ DKEF_LOSSES = SCORE_LOSSES + tuple(name for name in LOG_DENSITY_LOSSES if name !
 
 # The DKEF reference code fits α for its validation loss on 1000 random training rows.
 VAL_ALPHA_ROWS = 1000
-
-
-def _chunked_mean(fn, x: Tensor, chunk: int) -> float:
-    return sum(fn(part).item() * len(part) for part in x.split(chunk)) / len(x)
 
 
 @register_task("dkef")
@@ -71,7 +67,7 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
     chunk = config.eval.batch_size
 
     def test_sm_loss(net: nn.Module, x: Tensor) -> float:
-        return _chunked_mean(lambda part: exact_sm(net.score, part), x, chunk)
+        return chunked_mean(lambda part: exact_sm(net.score, part), x, chunk)
 
     def is_proposal(net: nn.Module) -> Proposal | None:
         """The importance-sampling proposal named by eval.is_proposal; None = q0."""
@@ -80,8 +76,7 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
             return None
         if config.eval.is_proposal == "defensive_gaussian":
             return DefensiveGaussianProposal(train, q0_std=net.q0_std)
-        rows = torch.randperm(len(train), generator=torch.Generator(device=device).manual_seed(config.seed), device=device)
-        return DefensiveKDEProposal(train[rows[: config.eval.is_kde_centres]], q0_std=net.q0_std)
+        return DefensiveKDEProposal(seeded_rows(train, config.eval.is_kde_centres, config.seed), q0_std=net.q0_std)
 
     def evaluate(net: nn.Module) -> dict[str, float]:
         generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -101,19 +96,19 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
             "data_protocol": config.data.protocol if name in UCI_NAMES else "synthetic",
         }
         if hasattr(data, "true_score"):
-            metrics["test_fisher_divergence"] = _chunked_mean(
+            metrics["test_fisher_divergence"] = chunked_mean(
                 lambda part: fisher_divergence(net.score, part, data.true_score), test, chunk
             )
             metrics["true_test_log_likelihood"] = data.true_log_density(test.cpu()).mean().item()
         return metrics
 
     val = data.val.to(device)
-    val_alpha_rows = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))[:VAL_ALPHA_ROWS].to(device)]
+    val_alpha_rows = seeded_rows(train, VAL_ALPHA_ROWS, config.seed)
 
     def val_loss(net: nn.Module) -> float:
         """Exact SM loss on the validation split under α fitted on VAL_ALPHA_ROWS fixed training rows."""
         alpha = net.refit_alpha(val_alpha_rows, chunk)
-        return _chunked_mean(lambda part: exact_sm(functools.partial(net.score, alpha=alpha), part), val, chunk)
+        return chunked_mean(lambda part: exact_sm(functools.partial(net.score, alpha=alpha), part), val, chunk)
 
     def quick_eval(net: nn.Module) -> dict[str, float]:
         alpha = net.fit_alpha(train[: config.training.batch_size]).detach()

@@ -28,7 +28,7 @@ from score_matching.losses.common import check_choice
 from score_matching.losses import LOG_DENSITY_LOSSES, LOSSES, exact_score_matching, score_from_log_density
 from score_matching.models import MODELS
 from score_matching.tasks import ModelTransform, Task, register_task
-from score_matching.tasks.common import first_rows, load_data, loss_kwargs
+from score_matching.tasks.common import chunked_mean, first_rows, load_data, loss_kwargs
 
 
 class EpochDequantizer:
@@ -90,7 +90,7 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
 
     def test_sm_loss(net: nn.Module, y: Tensor) -> float:
         score = score_from_log_density(net)
-        return sum(exact_score_matching(score, part, trace=config.loss.trace).item() * len(part) for part in y.split(chunk)) / len(y)
+        return chunked_mean(lambda part: exact_score_matching(score, part, trace=config.loss.trace), y, chunk)
 
     sm_rows = test[: config.eval.sm_loss_rows] if config.eval.sm_loss_rows > 0 else test
 
