@@ -1,7 +1,9 @@
 """Gradient modes: how derivatives flow from a solved fixed point z* = f(z*, u) back to u and θ.
 
 - `phantom`: K damped steps z <- (1 - τ) z + τ f(z, u) from the no-grad z*, with autograd.
-- `implicit`: exact implicit differentiation to any order (a custom autograd Function).
+- `implicit`: exact implicit differentiation to any order, in reverse and forward mode (a custom
+  autograd Function; it has no vmap rule, so vmapped derivatives such as a batched Hessian trace
+  need another mode or a loop).
 - `unrolled`: autograd through every solver iteration (handled by `DEQ`, no code here).
 
 Why the implicit mode looks the way it does (see shared/notes/higher-order-implicit-
@@ -59,6 +61,17 @@ class FixedPointSpec:
 
         return FixedPointSpec(adjoint_fn, self.solver, self.tol, self.max_iter, self.check_every, self.report)
 
+    def tangent(self) -> FixedPointSpec:
+        """The spec of the tangent fixed point ż* = (∂fn/∂z) ż* + (∂fn/∂inputs) u̇, a function of
+        (ż, z, *inputs, *input_tangents)."""
+
+        def tangent_fn(z_dot: Tensor, z: Tensor, *inputs_and_tangents: Tensor) -> Tensor:
+            n = len(inputs_and_tangents) // 2
+            inputs, tangents = inputs_and_tangents[:n], inputs_and_tangents[n:]
+            return torch.func.jvp(self.fn, (z, *inputs), (z_dot, *tangents))[1]
+
+        return FixedPointSpec(tangent_fn, self.solver, self.tol, self.max_iter, self.check_every, self.report)
+
 
 class FixedPoint(torch.autograd.Function):
     """Identity on a solved z* = fn(z*, *inputs), whose backward is exact implicit differentiation.
@@ -66,7 +79,9 @@ class FixedPoint(torch.autograd.Function):
     The backward solves the adjoint w = (∂fn/∂z)ᵀ w + grad without a graph. When a graph is asked
     for (create_graph), w is returned through this same Function with the adjoint's own spec, so
     its derivatives are again implicit: every order costs one graph of fn (and of its vjps), never
-    one per solver iteration.
+    one per solver iteration. Forward mode (`jvp`, used by torch.func.jvp) is the mirror image: the
+    tangent ż = (∂fn/∂z) ż + (∂fn/∂inputs) u̇ is solved without a graph and returned through this
+    Function with the tangent's spec, so nested jvps and reverse mode over them stay implicit too.
     """
 
     @staticmethod
@@ -78,6 +93,7 @@ class FixedPoint(torch.autograd.Function):
         spec, _, *fn_inputs = inputs
         ctx.spec = spec
         ctx.save_for_backward(output, *fn_inputs)
+        ctx.save_for_forward(output, *fn_inputs)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -99,6 +115,23 @@ class FixedPoint(torch.autograd.Function):
         _, vjp_all = torch.func.vjp(spec.fn, z, *inputs)
         _, *grad_inputs = vjp_all(w)
         return (None, None, *grad_inputs)
+
+    @staticmethod
+    def jvp(ctx, _spec_tangent: None, _z_star_tangent: Tensor | None, *input_tangents: Tensor | None) -> Tensor:
+        z, *inputs = ctx.saved_tensors
+        spec: FixedPointSpec = ctx.spec.tangent()
+        tangents = [torch.zeros_like(x) if t is None else t for x, t in zip(inputs, input_tangents)]
+        with torch.no_grad():
+            constants = [t.detach() for t in (z, *inputs, *tangents)]
+            tangent = SOLVERS.get(spec.solver)(
+                lambda z_dot: spec.fn(z_dot, *constants),
+                torch.zeros_like(constants[0]),
+                tol=spec.tol,
+                max_iter=spec.max_iter,
+                check_every=spec.check_every,
+            )
+        spec.report(tangent)
+        return FixedPoint.apply(spec, tangent.z, z, *inputs, *tangents)
 
 
 def implicit_fixed_point(

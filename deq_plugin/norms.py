@@ -41,7 +41,9 @@ class FrobeniusNorm(nn.Module):
         self.lam, self.eps = lam, eps
 
     def forward(self, weight: Tensor) -> Tensor:
-        return weight / (self.lam * (weight.norm() + self.eps))
+        # Not weight.norm(): its derivative formulas, nested as forward mode inside reverse mode (a
+        # DEQ with implicit gradients under DKEF's nested jvp), trip autograd's in-place check.
+        return weight / (self.lam * (weight.square().sum().sqrt() + self.eps))
 
 
 class SpectralNorm(nn.Module):

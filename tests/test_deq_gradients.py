@@ -132,7 +132,7 @@ def test_eval_mode_gives_the_train_mode_score(grad):
 
 def test_forward_mode_tangents_follow_the_gradient_mode():
     """torch.func.jvp through a DEQ: with grad on, the tangent is the Jacobian the gradient mode
-    gives reverse mode (phantom K=2 differs from exact; unrolled is exact); with grad off, no mode
+    gives reverse mode (phantom K=2 differs from exact; unrolled and implicit are exact); with grad off, no mode
     applies and the tangent follows the solver to the implicit one (I − DW)⁻¹ D u̇, D = σ'(Wz* + u)."""
     from torch.func import jvp
 
@@ -147,18 +147,44 @@ def test_forward_mode_tangents_follow_the_gradient_mode():
     eye = torch.eye(5)
     exact = torch.stack([torch.linalg.solve(eye - d_b[:, None] * w, d_b * t_b) for d_b, t_b in zip(d, tangent)])
 
-    for grad in ("phantom", "unrolled"):
+    for grad in ("phantom", "unrolled", "implicit"):
         deq = DEQ(cell, tol=1e-13, max_iter=300, grad=grad, phantom_steps=2)
         forward = jvp(deq, (u,), (tangent,))[1]
         reverse = torch.einsum("bibj,bj->bi", jacobian(deq, u), tangent)  # the mode's reverse-mode Jacobian
         torch.testing.assert_close(forward, reverse, rtol=1e-10, atol=1e-12)
-        if grad == "unrolled":
+        if grad != "phantom":
             torch.testing.assert_close(forward, exact, rtol=1e-9, atol=1e-12)
         else:
             assert relative_error(forward, exact) > 1e-4  # two phantom steps are not exact here
     deq = DEQ(cell, tol=1e-13, max_iter=300, grad="phantom")
     with torch.no_grad():
         torch.testing.assert_close(jvp(deq, (u,), (tangent,))[1], exact, rtol=1e-9, atol=1e-12)
+
+
+def test_implicit_mode_nested_forward_mode_and_reverse_over_it_match_unrolled():
+    """A second directional derivative by nested jvp, and the parameter gradient of a loss built from
+    it (third order, reverse over forward over forward, as DKEF's α fit is trained), through an
+    implicit DEQ against autograd through 300 float64 Picard iterations."""
+    from torch.func import jvp
+
+    torch.manual_seed(3)
+    cell = DenseCell(5, norm_lambda=1.5)
+    u, tangent = torch.randn(4, 5), torch.randn(4, 5)
+    params = list(cell.parameters())
+
+    def second_derivative_and_grads(grad: str) -> tuple[Tensor, tuple[Tensor, ...]]:
+        deq = DEQ(cell, tol=1e-13, max_iter=300, grad=grad)
+        first = lambda v: jvp(deq, (v,), (tangent,))[1]  # noqa: E731
+        first_value, second = jvp(first, (u,), (tangent,))
+        loss = second.pow(2).sum() + first_value.sum()
+        return second.detach(), torch.autograd.grad(loss, params)
+
+    implicit_second, implicit_grads = second_derivative_and_grads("implicit")
+    unrolled_second, unrolled_grads = second_derivative_and_grads("unrolled")
+    assert unrolled_second.abs().max() > 1e-2
+    torch.testing.assert_close(implicit_second, unrolled_second, rtol=1e-10, atol=1e-12)
+    for implicit_grad, unrolled_grad in zip(implicit_grads, unrolled_grads):
+        torch.testing.assert_close(implicit_grad, unrolled_grad, rtol=1e-9, atol=1e-11)
 
 
 def _score_graph_nodes(deq: DEQ, readout: Tensor, x: Tensor) -> int:

@@ -280,8 +280,7 @@ def _feature_derivatives(net: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Ten
     except NotImplementedError as error:
         raise TypeError(
             "DKEF fits α with forward-mode derivatives of its feature nets (torch.func.jvp), and a module in "
-            f"{type(net).__name__} has no forward-mode rule (a DEQ with grad='implicit' has none; use grad='phantom' "
-            f"or grad='unrolled'): {error}"
+            f"{type(net).__name__} has no forward-mode rule: {error}"
         ) from error
     latent = columns.shape[-1]
     jacobian = columns.reshape(n, d, latent).transpose(1, 2)
