@@ -222,9 +222,8 @@ class DEQ(nn.Module):
 def exact_derivatives(module: nn.Module, tol: float) -> Iterator[None]:
     """Within the block, every DEQ layer in `module` differentiates its true fixed point.
 
-    Each layer switches to grad="unrolled" (autograd through a solve to `tol`, which works in reverse
-    and forward mode and under vmap, e.g. a batched Hessian trace; "implicit" has no vmap rule) and
-    back on exit. Use it to score a model trained with
+    Each layer switches to grad="unrolled" (autograd through a solve to `tol`; every derivative of
+    it is exact to `tol`, in any mode) and back on exit. Use it to score a model trained with
     phantom gradients by the derivatives of the function it actually computes, e.g. for validation.
     """
     if not tol > 0:

@@ -1,9 +1,8 @@
 """Gradient modes: how derivatives flow from a solved fixed point z* = f(z*, u) back to u and θ.
 
 - `phantom`: K damped steps z <- (1 - τ) z + τ f(z, u) from the no-grad z*, with autograd.
-- `implicit`: exact implicit differentiation to any order, in reverse and forward mode (a custom
-  autograd Function; it has no vmap rule, so vmapped derivatives such as a batched Hessian trace
-  need another mode or a loop).
+- `implicit`: exact implicit differentiation to any order, in reverse and forward mode, also under
+  torch.func.vmap of the derivatives (a batched Hessian trace); a custom autograd Function.
 - `unrolled`: autograd through every solver iteration (handled by `DEQ`, no code here).
 
 Why the implicit mode looks the way it does (see shared/notes/higher-order-implicit-
@@ -11,13 +10,13 @@ differentiation.md): u and every cell parameter are explicit inputs of the Funct
 *output*, saved with `save_for_backward`, so in a double backward the saved z* reconnects to the
 graph through this same Function and the implicit second derivative recurses. The cell's partial
 derivatives are taken with `torch.func.vjp` on a functional form of the cell. The adjoint
-g = Jᵀg + grad is solved without a graph; when the caller asks for one, g is itself returned as an
-implicit fixed point (of the adjoint cell), so a k-th order derivative keeps k graphs of one cell
-step rather than a graph per adjoint iteration.
+g = Jᵀg + grad (and, in forward mode, the tangent) is itself a fixed point solved, without a graph,
+inside the same Function, so a k-th order derivative keeps k graphs of one cell step rather than a
+graph per solver iteration, and under vmap the Function's vmap rule solves the vmapped system once.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -39,10 +38,13 @@ def phantom_steps(cell: Cell, z_star: Tensor, u: Tensor, steps: int, tau: float)
 
 @dataclass
 class FixedPointSpec:
-    """A fixed point z* = fn(z*, *inputs) and how to solve the adjoint systems of its backward.
+    """A fixed point z* = fn(z*, *inputs), and how to solve it and the fixed points of its derivatives.
 
-    `fn` is a pure function of tensors (the cell in functional form, or an adjoint of one);
-    `report` receives every backward solve's result.
+    `fn` is a pure function of tensors (the cell in functional form, or an adjoint or tangent of
+    one). With `solve` the Function solves from the given start; without it the start is already
+    z* (the DEQ solved it). `make_map(*inputs)`, when given, returns the map z -> fn(z, *inputs)
+    with the work that does not depend on z done once (the adjoint's vjp). `report` receives every
+    solve's result.
     """
 
     fn: Callable[..., Tensor]
@@ -51,6 +53,18 @@ class FixedPointSpec:
     max_iter: int
     check_every: int
     report: Callable[[SolverResult], None]
+    solve: bool = False
+    make_map: Callable[..., Callable[[Tensor], Tensor]] | None = None
+
+    def solver_map(self, *inputs: Tensor) -> Callable[[Tensor], Tensor]:
+        """z -> fn(z, *inputs), as the solver iterates it."""
+        if self.make_map is not None:
+            return self.make_map(*inputs)
+        return lambda z: self.fn(z, *inputs)
+
+    def derived(self, fn: Callable[..., Tensor], make_map: Callable | None = None) -> FixedPointSpec:
+        """A fixed point solved inside the Function, with this spec's solver settings."""
+        return replace(self, fn=fn, solve=True, make_map=make_map)
 
     def adjoint(self) -> FixedPointSpec:
         """The spec of the adjoint fixed point w* = (∂fn/∂z)ᵀ w* + grad, a function of (w, grad, z, *inputs)."""
@@ -59,7 +73,11 @@ class FixedPointSpec:
             _, vjp_z = torch.func.vjp(lambda z_: self.fn(z_, *inputs), z)
             return vjp_z(w)[0] + grad
 
-        return FixedPointSpec(adjoint_fn, self.solver, self.tol, self.max_iter, self.check_every, self.report)
+        def adjoint_map(grad: Tensor, z: Tensor, *inputs: Tensor) -> Callable[[Tensor], Tensor]:
+            _, vjp_z = torch.func.vjp(lambda z_: self.fn(z_, *inputs), z)
+            return lambda w: vjp_z(w)[0] + grad
+
+        return self.derived(adjoint_fn, adjoint_map)
 
     def tangent(self) -> FixedPointSpec:
         """The spec of the tangent fixed point ż* = (∂fn/∂z) ż* + (∂fn/∂inputs) u̇, a function of
@@ -70,23 +88,34 @@ class FixedPointSpec:
             inputs, tangents = inputs_and_tangents[:n], inputs_and_tangents[n:]
             return torch.func.jvp(self.fn, (z, *inputs), (z_dot, *tangents))[1]
 
-        return FixedPointSpec(tangent_fn, self.solver, self.tol, self.max_iter, self.check_every, self.report)
+        return self.derived(tangent_fn)
+
+    def batched(self, in_dims: tuple[int | None, ...]) -> FixedPointSpec:
+        """This fixed point vmapped: fn over inputs whose batch dimension (if any) is 0."""
+        return replace(self, fn=torch.func.vmap(self.fn, in_dims=in_dims), make_map=None)
 
 
 class FixedPoint(torch.autograd.Function):
-    """Identity on a solved z* = fn(z*, *inputs), whose backward is exact implicit differentiation.
+    """z* = fn(z*, *inputs), returned with exact implicit derivatives in reverse and forward mode.
 
-    The backward solves the adjoint w = (∂fn/∂z)ᵀ w + grad without a graph. When a graph is asked
-    for (create_graph), w is returned through this same Function with the adjoint's own spec, so
-    its derivatives are again implicit: every order costs one graph of fn (and of its vjps), never
-    one per solver iteration. Forward mode (`jvp`, used by torch.func.jvp) is the mirror image: the
-    tangent ż = (∂fn/∂z) ż + (∂fn/∂inputs) u̇ is solved without a graph and returned through this
-    Function with the tangent's spec, so nested jvps and reverse mode over them stay implicit too.
+    The forward returns the given z* (`spec.solve` off: the DEQ solved it) or solves from the given
+    start. The backward solves the adjoint w = (∂fn/∂z)ᵀ w + grad, and `jvp` the tangent
+    ż = (∂fn/∂z) ż + (∂fn/∂inputs) u̇, each through this same Function with the adjoint's or the
+    tangent's spec. So their own derivatives are again implicit: every order costs one graph of fn
+    (and of its vjps or jvps), never one per solver iteration. Under vmap (e.g. a Hessian trace's
+    batched backward) a solve runs once on the vmapped fixed point.
     """
 
     @staticmethod
-    def forward(spec: FixedPointSpec, z_star: Tensor, *inputs: Tensor) -> Tensor:
-        return z_star.clone()
+    def forward(spec: FixedPointSpec, z_start: Tensor, *inputs: Tensor) -> Tensor:
+        if not spec.solve:
+            return z_start.clone()
+        with torch.no_grad():
+            result = SOLVERS.get(spec.solver)(
+                spec.solver_map(*inputs), z_start, tol=spec.tol, max_iter=spec.max_iter, check_every=spec.check_every,
+            )
+        spec.report(result)
+        return result.z
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -99,39 +128,27 @@ class FixedPoint(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         z, *inputs = ctx.saved_tensors
         spec: FixedPointSpec = ctx.spec
-        with torch.no_grad():
-            _, vjp_z = torch.func.vjp(lambda z_: spec.fn(z_, *inputs), z)
-            adjoint = SOLVERS.get(spec.solver)(
-                lambda w: vjp_z(w)[0] + grad,
-                grad,
-                tol=spec.tol,
-                max_iter=spec.max_iter,
-                check_every=spec.check_every,
-            )
-        spec.report(adjoint)
-        w = adjoint.z
-        if torch.is_grad_enabled():
-            w = FixedPoint.apply(spec.adjoint(), w, grad, z, *inputs)
+        w = FixedPoint.apply(spec.adjoint(), grad, grad, z, *inputs)
         _, vjp_all = torch.func.vjp(spec.fn, z, *inputs)
         _, *grad_inputs = vjp_all(w)
         return (None, None, *grad_inputs)
 
     @staticmethod
-    def jvp(ctx, _spec_tangent: None, _z_star_tangent: Tensor | None, *input_tangents: Tensor | None) -> Tensor:
+    def jvp(ctx, _spec_tangent: None, _z_start_tangent: Tensor | None, *input_tangents: Tensor | None) -> Tensor:
         z, *inputs = ctx.saved_tensors
-        spec: FixedPointSpec = ctx.spec.tangent()
         tangents = [torch.zeros_like(x) if t is None else t for x, t in zip(inputs, input_tangents)]
-        with torch.no_grad():
-            constants = [t.detach() for t in (z, *inputs, *tangents)]
-            tangent = SOLVERS.get(spec.solver)(
-                lambda z_dot: spec.fn(z_dot, *constants),
-                torch.zeros_like(constants[0]),
-                tol=spec.tol,
-                max_iter=spec.max_iter,
-                check_every=spec.check_every,
-            )
-        spec.report(tangent)
-        return FixedPoint.apply(spec, tangent.z, z, *inputs, *tangents)
+        return FixedPoint.apply(ctx.spec.tangent(), torch.zeros_like(z), z, *inputs, *tangents)
+
+    @staticmethod
+    def vmap(info, in_dims: tuple, spec: FixedPointSpec, z_start: Tensor, *inputs: Tensor) -> tuple[Tensor, int]:
+        _, z_dim, *input_dims = in_dims
+        if z_dim is None:
+            z_start = z_start.expand(info.batch_size, *z_start.shape)
+        else:
+            z_start = z_start.movedim(z_dim, 0)
+        inputs = [x if d is None else x.movedim(d, 0) for x, d in zip(inputs, input_dims)]
+        fn_dims = (0, *(None if d is None else 0 for d in input_dims))
+        return FixedPoint.apply(spec.batched(fn_dims), z_start, *inputs), 0
 
 
 def implicit_fixed_point(

@@ -275,11 +275,11 @@ def test_nice_eval_takes_the_sm_loss_on_the_first_sm_loss_rows():
 def test_dkef_trains_with_implicit_deq_layers_and_their_gradients_are_exact():
     """DKEF's α fit takes nested forward-mode derivatives of its feature nets; with grad='implicit'
     the DEQ's tangents are implicit fixed points too. The loss and every parameter gradient must match
-    autograd through a float64 solve to 1e-12 (the unrolled reference). The Hessian trace loops over
-    dimensions: the implicit Function has no vmap rule for the batched one."""
+    autograd through a float64 solve to 1e-12 (the unrolled reference). The exact-SM Hessian trace
+    is the batched one, so the adjoint solves also run under vmap."""
     from deq_plugin import DEQ, exact_derivatives
 
-    config = tiny_config("dkef_deq", deq__grad="implicit", loss__trace="loop")
+    config = tiny_config("dkef_deq", deq__grad="implicit", loss__trace="batched")
     task = build_task(config, torch.device("cpu"), model_transform_for(config))
     model = task.model.double()
     deqs = [m for m in model.modules() if isinstance(m, DEQ)]

@@ -1,9 +1,9 @@
 """Per-sample trace of the score's Jacobian, tr(∂s/∂x) = tr ∇²_x log p(x) when s = ∇_x log p.
 
 Three ways, all exact and differentiable with respect to the model parameters:
-- "batched": one vmapped backward pass over blocks of one-hot cotangents
-  (`torch.autograd.grad(..., is_grads_batched=True)`); works for any score whose backward can be
-  vmapped, including scores built with `torch.autograd.grad`.
+- "batched": one vmapped backward pass over blocks of one-hot cotangents (`torch.func.vmap` of
+  `torch.autograd.grad`); works for any score whose backward can be vmapped, including scores
+  built with `torch.autograd.grad` and implicit DEQ layers.
 - "forward": vmapped forward-mode products (`torch.func.vmap` of `torch.func.jvp`); needs a score
   function that torch.func can transform (e.g. a plain network, or
   `score_from_log_density(f, functional=True)`).
@@ -84,14 +84,18 @@ def hessian_trace_batched(
     check_optional_positive_int("chunk_size", chunk_size)
     batch, dim = x.shape[0], x[0].numel()
 
+    def row_block(cotangent: Tensor) -> Tensor:
+        # torch.func.vmap rather than autograd.grad's is_grads_batched: the latter's vmap ignores
+        # custom autograd Functions' vmap rules (an implicit DEQ's adjoint solve needs its own).
+        (row,) = torch.autograd.grad(s, x, cotangent, retain_graph=True, create_graph=create_graph,
+                                     materialize_grads=True)
+        return row
+
     def diagonal_block(start: int, stop: int) -> Tensor:
         n = stop - start
         basis = torch.eye(dim, dtype=s.dtype, device=s.device)[start:stop]
         cotangents = basis.unsqueeze(1).expand(n, batch, dim).reshape(n, *s.shape)
-        (rows,) = torch.autograd.grad(
-            s, x, cotangents, retain_graph=True, create_graph=create_graph,
-            is_grads_batched=True, materialize_grads=True,
-        )
+        rows = torch.func.vmap(row_block)(cotangents)
         offsets = torch.arange(n, device=s.device)
         return rows.reshape(n, batch, dim)[offsets, :, start + offsets].sum(dim=0)
 
