@@ -117,5 +117,10 @@ def test_gradient_mode_eval_of_a_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(gradient_mode_eval, "row_config", lambda row: tiny_config("dkef_deq", deq__phantom_steps=60))
     many_steps = gradient_mode_eval.evaluate_modes("tiny", str(tmp_path), step, exact_tol=1e-7)["phantom"]
     assert modes["unrolled"]["test_sm_loss"] == pytest.approx(many_steps["test_sm_loss"], rel=1e-4)
+    monkeypatch.setattr(gradient_mode_eval, "row_config", lambda row: tiny_config("dkef_deq"))
+    overridden = gradient_mode_eval.evaluate_modes("tiny", str(tmp_path), step, 1e-7, overrides={"deq.phantom_steps": 60})
+    assert overridden["phantom"]["test_sm_loss"] == pytest.approx(many_steps["test_sm_loss"], rel=1e-9)
+    with pytest.raises(KeyError, match="deq.phantom_step: no such config field"):
+        gradient_mode_eval.evaluate_modes("tiny", str(tmp_path), step, 1e-7, overrides={"deq.phantom_step": 60})
     with pytest.raises(FileNotFoundError):
         gradient_mode_eval.evaluate_modes("tiny", str(tmp_path), step + 1, exact_tol=1e-7)
