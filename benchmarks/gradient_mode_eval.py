@@ -12,6 +12,9 @@ in turn (after the `--set` overrides, e.g. the budget a paper-tables run used), 
 on data with a true density, the Fisher divergence. A training run that lowers its phantom SM loss
 while its exact one rises is fitting the phantom approximation rather than the data. The
 importance-sampled log Z (which needs no score) is skipped: eval.is_samples is set to its minimum.
+The row's config has the default seed (42); pass the training run's seed (`--set seed=0` for a
+paper-tables `-seed0` run), since the seed draws test-time randomness such as NICE's test
+dequantisation noise, and values taken under another seed differ from the run's eval.json.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import torch
 
 from benchmarks.harness import device_name
 from benchmarks.run import parse_sets
+from configs.overrides import apply_overrides
 from configs.paper_rows import row_config
 from main import model_transform_for
 from score_matching.run import load_for_eval
@@ -40,12 +44,7 @@ def evaluate_modes(
     """{mode: {metric: value}} for the row's checkpoint at `step` in `workdir`, per gradient mode."""
     results = {}
     for mode in MODES:
-        config = row_config(row)
-        for dotted, value in (overrides or {}).items():
-            section, _, key = dotted.partition(".")
-            if section not in config or key not in config[section]:
-                raise KeyError(f"--set {dotted}: no such config field")
-            config[section][key] = value
+        config = apply_overrides(row_config(row), overrides or {})
         config.deq.grad = mode
         if mode == "unrolled":
             config.deq.tol = exact_tol
@@ -71,8 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", required=True, help="comma-separated checkpoint steps")
     parser.add_argument("--exact-tol", type=float, default=1e-6)
     parser.add_argument("--data-root", default="")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="config override (value parsed as JSON, else a string); repeatable")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="config override, e.g. seed=0 or eval.batch_size=5 (value parsed as JSON, else a "
+                             "string); repeatable")
     parser.add_argument("--out", default="", help="default: benchmarks/results/gradient-mode-eval/<workdir name>.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

@@ -56,6 +56,7 @@ from benchmarks.plots import save
 from benchmarks.report import format_value
 from configs.dkef_baseline import get_config as paper_config
 from configs.dkef_deq import get_config
+from configs.overrides import apply_overrides
 from deq_plugin import DEQ, contraction_factor
 from main import model_transform_for
 from score_matching.batching import batch_indices
@@ -105,14 +106,7 @@ def run_overrides(loss: str, settings: Settings, device: str) -> dict[str, Any]:
 
 def run_config(overrides: dict[str, Any]) -> ConfigDict:
     """configs/dkef_deq.py with `overrides` ("section.key" or "key": value) applied."""
-    config = get_config()
-    for dotted, value in overrides.items():
-        *sections, key = dotted.split(".")
-        node = config
-        for section in sections:
-            node = node[section]
-        node[key] = value
-    return config
+    return apply_overrides(get_config(), overrides)
 
 
 def build_run(overrides: dict[str, Any], device: torch.device, data_root: str = "") -> tuple[ConfigDict, Task]:

@@ -12,6 +12,8 @@ from typing import Any
 
 import ml_collections
 
+from configs.overrides import apply_overrides
+
 Row = tuple[str, dict[str, Any]]
 
 
@@ -85,11 +87,7 @@ def row_config(name: str) -> ml_collections.ConfigDict:
     if name not in ROWS:
         raise KeyError(f"unknown paper row {name!r}; valid: {sorted(ROWS)}")
     module, overrides = ROWS[name]
-    config = importlib.import_module(f"configs.{module}").get_config()
-    for dotted, value in overrides.items():
-        section, key = dotted.split(".")
-        config[section][key] = value
-    return config
+    return apply_overrides(importlib.import_module(f"configs.{module}").get_config(), overrides)
 
 
 def row_command(name: str, workdir: str) -> str:

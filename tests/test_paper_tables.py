@@ -6,7 +6,8 @@ import pytest
 
 from benchmarks import paper_tables
 from benchmarks.readme_tables import render_section
-from configs.paper_rows import ROWS
+from configs.overrides import apply_overrides
+from configs.paper_rows import ROWS, row_config
 
 
 def _write_run(folder, row, seed, **evaluation):
@@ -19,6 +20,19 @@ def test_every_group_row_and_paper_row_exists():
     for group in paper_tables.GROUPS.values():
         assert set(group.rows) <= set(ROWS)
     assert {row for row in paper_tables.PAPER if not row.endswith("Ground Truth")} <= set(ROWS)
+
+
+def test_overrides_set_top_level_and_nested_fields_and_reject_unknown_ones():
+    config = row_config("table4/DEQ-SSM")
+    assert config.seed == 42 and config.model.name == "nice" and config.deq.layers  # the row's own values
+    apply_overrides(config, {"seed": 0, "deq.tol": 1e-6, "eval.batch_size": 5})
+    assert (config.seed, config.deq.tol, config.eval.batch_size) == (0, 1e-6, 5)
+    with pytest.raises(KeyError, match="config has no field 'sed'; valid: .*'seed'"):
+        apply_overrides(config, {"sed": 0})
+    with pytest.raises(KeyError, match="config has no field 'dq'"):
+        apply_overrides(config, {"dq.tol": 1e-6})
+    with pytest.raises(KeyError, match="seed is a value, not a section"):
+        apply_overrides(config, {"seed.x": 1})
 
 
 def test_report_means_stds_and_targets(tmp_path):
@@ -120,7 +134,7 @@ def test_gradient_mode_eval_of_a_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(gradient_mode_eval, "row_config", lambda row: tiny_config("dkef_deq"))
     overridden = gradient_mode_eval.evaluate_modes("tiny", str(tmp_path), step, 1e-7, overrides={"deq.phantom_steps": 60})
     assert overridden["phantom"]["test_sm_loss"] == pytest.approx(many_steps["test_sm_loss"], rel=1e-9)
-    with pytest.raises(KeyError, match="deq.phantom_step: no such config field"):
+    with pytest.raises(KeyError, match="'deq.phantom_step': deq has no field 'phantom_step'"):
         gradient_mode_eval.evaluate_modes("tiny", str(tmp_path), step, 1e-7, overrides={"deq.phantom_step": 60})
     with pytest.raises(FileNotFoundError):
         gradient_mode_eval.evaluate_modes("tiny", str(tmp_path), step + 1, exact_tol=1e-7)
