@@ -8,7 +8,8 @@ Writes <out-dir>/<suite>-<device>.{json,md,png}. `--set` overrides one size (its
 JSON, e.g. --set conv_batch=4); `--only` keeps the listed variants ("model/name", or a name to
 keep it in every family) plus each family's reference. With `--repeats=R` every variant runs R
 times, round robin, and its step_ms is the median of the R runs (the list is kept as
-step_ms_repeats). The references run first, then the other variants in the suite's order. A
+step_ms_repeats). Variants run family by family, in the order the suite lists its families, each
+family's reference first (`run_order`), so under a budget the first families are complete. A
 variant whose process fails (e.g. out of memory), runs past `--timeout` seconds, or is not started
 because `--budget` seconds (for the whole suite) are used up, is kept with null measurements and
 the reason; the files are written in every case.
@@ -62,6 +63,15 @@ def select(suite: Suite, only: str | None) -> list[Variant]:
     if unknown:
         raise ValueError(f"--only names unknown variants {unknown}; valid: {sorted(known)}")
     return [v for v in suite.variants if v.key in wanted or v.name in wanted or v.name == suite.reference]
+
+
+def run_order(variants: list[Variant], reference: str) -> list[Variant]:
+    """The variants family by family, families in order of first appearance, each family's
+    `reference` first and the rest in the given order."""
+    families: dict[str, list[Variant]] = {}
+    for variant in variants:
+        families.setdefault(variant.model, []).append(variant)
+    return [v for members in families.values() for v in sorted(members, key=lambda v: v.name != reference)]
 
 
 def run_worker(
@@ -128,7 +138,7 @@ def run_suite(
     suite = get_suite(suite_name)
     sizes = suite_sizes(suite_name, quick, overrides or {})
     variants = select(suite, only)
-    order = sorted(variants, key=lambda v: v.name != suite.reference)  # stable: references first
+    order = run_order(variants, suite.reference)
     deadline = time.monotonic() + (budget if budget is not None else float("inf"))
     reports: dict[Variant, list[dict[str, Any]]] = {v: [] for v in variants}
     for _ in range(repeats):

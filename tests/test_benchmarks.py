@@ -11,8 +11,8 @@ from benchmarks.harness import Bench, measure
 from benchmarks.memory import MIB, cpu_peak_bytes, retained_bytes
 from benchmarks.paper_solver import picard_abs_batch
 from benchmarks.report import RESULT_KEYS, VARIANT_KEYS, build_result, compute_ratios, markdown, write_result
-from benchmarks.run import parse_sets, select
-from benchmarks.suites import get_suite
+from benchmarks.run import parse_sets, run_order, select
+from benchmarks.suites import Variant, get_suite
 from benchmarks.worker import suite_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,6 +104,14 @@ def test_result_files_have_the_required_shape(tmp_path):
     assert "| a | deq | 10 | 5 | 8 | 0.5 | 2 | 6 |" in table and table == markdown(loaded)
     with pytest.raises(ValueError, match="lacks the keys"):
         build_result("fake", "cpu", "2.x", "ref", [{"name": "ref", "model": "a"}])
+
+
+def test_variants_run_family_by_family_with_each_reference_first():
+    variants = [Variant("a", "x"), Variant("b", "y"), Variant("a", "ref"), Variant("b", "ref"), Variant("a", "z")]
+    assert [v.key for v in run_order(variants, "ref")] == ["a/ref", "a/x", "a/z", "b/ref", "b/y"]
+    losses = [v.key for v in run_order(list(get_suite("losses").variants), "loop")]
+    assert losses[:6] == ["mlp-energy-d100/loop", "mlp-energy-d100/batched", "mlp-energy-d100/forward",
+                          "trace-d100/loop", "trace-d100/batched", "trace-d100/forward"]
 
 
 def test_bad_names_are_clear_errors():

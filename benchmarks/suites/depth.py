@@ -38,7 +38,7 @@ from score_matching.models.dkef import DKEF, split_batch_loss
 
 CONV, DKEF_FEATURES = "conv-score", "dkef-features"
 DEPTHS = (1, 2, 4, 8, 16, 32)
-# The DEQ first: under a time budget it runs right after the references.
+# The DEQ first: under a time budget it runs right after its family's reference.
 VARIANTS = tuple(
     Variant(family, name) for family in (CONV, DKEF_FEATURES) for name in ("deq", *(f"explicit-{d}" for d in DEPTHS))
 )

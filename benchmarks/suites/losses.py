@@ -26,10 +26,14 @@ from score_matching.losses import TRACE_METHODS, exact_score_matching, hessian_t
 
 DIMENSIONS = (15, 100, 200)
 STEP_FAMILY, TRACE_FAMILY = "mlp-energy-d", "trace-d"
-VARIANTS = tuple(
-    Variant(f"{family}{d}", trace) for family in (STEP_FAMILY, TRACE_FAMILY) for d in DIMENSIONS for trace in TRACE_METHODS
-)
 GOAL_DIMENSION, GOAL_SPEEDUP = 100, 5.0
+# The goal's dimension first: `benchmarks.run` runs families in this order, so a budget reaches it first.
+VARIANTS = tuple(
+    Variant(f"{family}{d}", trace)
+    for d in sorted(DIMENSIONS, key=lambda d: d != GOAL_DIMENSION)
+    for family in (STEP_FAMILY, TRACE_FAMILY)
+    for trace in TRACE_METHODS
+)
 
 
 def sizes(quick: bool) -> dict[str, Any]:
