@@ -5,7 +5,7 @@ from torch import Tensor, nn
 from torch.autograd.functional import jacobian
 
 from deq_plugin import DEQ, DenseCell
-from deq_helpers import relative_error
+from deq_helpers import hessian_trace_and_grads, nested_jvp_and_grads, relative_error
 
 
 
@@ -165,22 +165,11 @@ def test_implicit_mode_nested_forward_mode_and_reverse_over_it_match_unrolled():
     """A second directional derivative by nested jvp, and the parameter gradient of a loss built from
     it (third order, reverse over forward over forward, as DKEF's α fit is trained), through an
     implicit DEQ against autograd through 300 float64 Picard iterations."""
-    from torch.func import jvp
-
     torch.manual_seed(3)
     cell = DenseCell(5, norm_lambda=1.5)
     u, tangent = torch.randn(4, 5), torch.randn(4, 5)
-    params = list(cell.parameters())
-
-    def second_derivative_and_grads(grad: str) -> tuple[Tensor, tuple[Tensor, ...]]:
-        deq = DEQ(cell, tol=1e-13, max_iter=300, grad=grad)
-        first = lambda v: jvp(deq, (v,), (tangent,))[1]  # noqa: E731
-        first_value, second = jvp(first, (u,), (tangent,))
-        loss = second.pow(2).sum() + first_value.sum()
-        return second.detach(), torch.autograd.grad(loss, params)
-
-    implicit_second, implicit_grads = second_derivative_and_grads("implicit")
-    unrolled_second, unrolled_grads = second_derivative_and_grads("unrolled")
+    implicit_second, implicit_grads = nested_jvp_and_grads(cell, u, tangent, "implicit")
+    unrolled_second, unrolled_grads = nested_jvp_and_grads(cell, u, tangent, "unrolled")
     assert unrolled_second.abs().max() > 1e-2
     torch.testing.assert_close(implicit_second, unrolled_second, rtol=1e-10, atol=1e-12)
     for implicit_grad, unrolled_grad in zip(implicit_grads, unrolled_grads):
@@ -196,18 +185,10 @@ def test_implicit_mode_under_a_batched_hessian_trace_matches_the_loop():
     torch.manual_seed(4)
     cell = DenseCell(6, norm_lambda=1.5)
     readout = torch.randn(6)
-    params = list(cell.parameters())
-    x = torch.randn(5, 6, requires_grad=True)
-
-    def trace_and_grads(grad: str, trace_fn) -> tuple[Tensor, tuple[Tensor, ...]]:
-        deq = DEQ(cell, tol=1e-13, max_iter=300, grad=grad)
-        (score,) = torch.autograd.grad((torch.tanh(deq(x)) @ readout).sum(), x, create_graph=True)
-        trace = trace_fn(score, x)
-        return trace.detach(), torch.autograd.grad(trace.pow(2).sum(), params)
-
-    batched, batched_grads = trace_and_grads("implicit", hessian_trace_batched)
-    for reference, reference_grads in (trace_and_grads("implicit", hessian_trace_loop),
-                                       trace_and_grads("unrolled", hessian_trace_loop)):
+    x = torch.randn(5, 6)
+    batched, batched_grads = hessian_trace_and_grads(cell, readout, x, "implicit", hessian_trace_batched)
+    for reference, reference_grads in (hessian_trace_and_grads(cell, readout, x, "implicit", hessian_trace_loop),
+                                       hessian_trace_and_grads(cell, readout, x, "unrolled", hessian_trace_loop)):
         torch.testing.assert_close(batched, reference, rtol=1e-10, atol=1e-12)
         for got, want in zip(batched_grads, reference_grads):
             torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)

@@ -12,6 +12,8 @@ import sys
 
 import ml_collections
 
+from configs.overrides import apply_overrides
+
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "baseline_losses.json"
 BASELINES = ("ncsn_baseline", "ncsn_twores", "dkef_baseline", "nice_baseline", "vae_baseline")
 _TINY = {
@@ -35,13 +37,7 @@ def tiny_config(name: str, **overrides) -> ml_collections.ConfigDict:
     config = importlib.import_module(f"configs.{name}").get_config()
     family = name.split("_")[0]
     merged = {**_TINY[family], **_RUN, **{k.replace("__", "."): v for k, v in overrides.items()}}
-    for dotted, value in merged.items():
-        if "." in dotted:
-            section, key = dotted.split(".")
-            config[section][key] = value
-        else:
-            config[dotted] = value
-    return config
+    return apply_overrides(config, merged)
 
 
 def train_losses(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> list[float]:
