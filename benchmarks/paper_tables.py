@@ -1,18 +1,22 @@
 """Trains and evaluates paper rows (configs/paper_rows.py) at a stated budget, and compares with the paper.
 
     python -m benchmarks.paper_tables run --group=dkef-uci [--jobs=2] [--n_iters=N] [--seeds=0,1,2]
+        [--device=cuda --out_dir=benchmarks/results/table4-cuda]
     python -m benchmarks.paper_tables reeval --rows=table2/parkinsons --reason=WHY   # evaluation only, again
     python -m benchmarks.paper_tables report        # -> benchmarks/results/paper-tables.{json,md}
+        [--runs_dir=benchmarks/results/table4-cuda --stem=benchmarks/results/table4-cuda/report]
 
 `run` trains each (row, seed) of a group with `main.py` in its own process (one torch thread each,
-`--jobs` at a time), evaluates it (`--mode=eval`), and writes
-benchmarks/results/paper-tables/<row>-seed<k>.json: the row, seed, budget, exact commands, device,
-wall time and the whole eval.json (which carries the training's time per step and peak memory).
-A (row, seed) whose file exists is skipped; a killed run resumes from its working directory.
+`--jobs` at a time, on the CPU unless `--device=cuda`), evaluates it (`--mode=eval`), and writes
+<out_dir>/<row>-seed<k>.json (default out_dir: benchmarks/results/paper-tables): the row, seed,
+budget, exact commands, device, wall time and the whole eval.json (which carries the training's time
+per step and peak memory). A (row, seed) whose file exists is skipped; a killed run resumes from its
+working directory, and a run asked for more steps than its working directory holds trains on from
+there (the file's `resumed_from_step` says from where).
 
-`report` reads every such file and writes one table per paper table: our mean ± std over seeds
-next to the paper's number, row by row, and the issue's targets with met / not met. The paper's
-numbers (tables 2–4) are in `PAPER` below, so the committed JSON holds both sides.
+`report` reads every such file of a folder and writes one table per paper table: our mean ± std
+over seeds next to the paper's number, row by row, and the issue's targets with met / not met. The
+paper's numbers (tables 2–4) are in `PAPER` below, so the committed JSON holds both sides.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ import torch
 from benchmarks.harness import device_name
 from benchmarks.report import Target, format_value, goals_table
 from configs.paper_rows import ROWS, row_command
+from score_matching.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -116,8 +121,11 @@ def slug(row: str) -> str:
     return row.replace("/", "_").replace(" ", "_").replace("(", "").replace(")", "").replace("=", "")
 
 
-def _train_command(row: str, seed: int, group: Group, n_iters: int, workdir: Path) -> str:
-    extra = [f"--config.seed={seed}", f"--config.training.n_iters={n_iters}"]
+DEVICES = ("cpu", "cuda")
+
+
+def _train_command(row: str, seed: int, group: Group, n_iters: int, workdir: Path, device: str) -> str:
+    extra = [f"--config.seed={seed}", f"--config.training.n_iters={n_iters}", f"--config.device={device}"]
     extra += [f"--config.{key}={value}" for key, value in group.overrides]
     return f"{row_command(row, str(workdir))} {' '.join(extra)}"
 
@@ -131,11 +139,19 @@ def _run_logged(commands: list[str], workdir: Path) -> None:
             subprocess.run(command, shell=True, check=True, cwd=ROOT, env=env, stdout=log, stderr=log)
 
 
-def run_one(row: str, seed: int, group: Group, n_iters: int, runs_root: Path, out_dir: Path) -> Path:
+def _checkpoint_step(workdir: Path) -> int:
+    """The step of the working directory's resumable checkpoint, 0 if it has none."""
+    path = workdir / "checkpoint-meta.pth"
+    return int(load_checkpoint(path)["step"]) if path.exists() else 0
+
+
+def run_one(row: str, seed: int, group: Group, n_iters: int, runs_root: Path, out_dir: Path,
+            device: str = "cpu") -> Path:
     """Trains and evaluates one (row, seed) in fresh processes; writes and returns its result file."""
     out = out_dir / f"{slug(row)}-seed{seed}.json"
     workdir = runs_root / f"{slug(row)}-seed{seed}"
-    train = _train_command(row, seed, group, n_iters, workdir)
+    train = _train_command(row, seed, group, n_iters, workdir, device)
+    resumed_from = _checkpoint_step(workdir)
     start = time.perf_counter()
     _run_logged([train, f"{train} --mode=eval"], workdir)
     result = {
@@ -144,7 +160,9 @@ def run_one(row: str, seed: int, group: Group, n_iters: int, runs_root: Path, ou
         "seed": seed,
         "budget": {"n_iters": n_iters, **dict(group.overrides)},
         "commands": [train.replace(str(runs_root), "runs/paper-tables"), "(the same) --mode=eval"],
-        "device": device_name(torch.device("cpu")),
+        "resumed_from_step": resumed_from,
+        "device_type": device,
+        "device": device_name(torch.device(device)),
         "threads": 1,
         "torch": torch.__version__,
         "wall_s": round(time.perf_counter() - start, 1),
@@ -164,7 +182,8 @@ def reevaluate_one(path: Path, runs_root: Path, reason: str) -> Path:
     if not (workdir / "checkpoint-meta.pth").exists():
         raise FileNotFoundError(f"no checkpoint to re-evaluate {path.name} in {workdir}; pass its --runs_root")
     n_iters = result["budget"]["n_iters"]
-    evaluate = (f"{_train_command(result['row'], result['seed'], group, n_iters, workdir)} "
+    command = _train_command(result["row"], result["seed"], group, n_iters, workdir, result.get("device_type", "cpu"))
+    evaluate = (f"{command} "
                 f"--config.eval.checkpoint={n_iters} --mode=eval")
     start = time.perf_counter()
     _run_logged([evaluate], workdir)
@@ -176,17 +195,18 @@ def reevaluate_one(path: Path, runs_root: Path, reason: str) -> Path:
     return path
 
 
-def run_group(name: str, jobs: int, n_iters: int | None, seeds: tuple[int, ...] | None, runs_root: Path) -> None:
-    """Runs every missing (row, seed) of group `name`, `jobs` at a time."""
+def run_group(name: str, jobs: int, n_iters: int | None, seeds: tuple[int, ...] | None, runs_root: Path,
+              device: str = "cpu", out_dir: Path = RUNS_DIR) -> None:
+    """Runs every (row, seed) of group `name` that has no file in out_dir, `jobs` at a time."""
     group = GROUPS[name]
-    RUNS_DIR.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     todo = [(row, seed) for seed in (seeds or group.seeds) for row in group.rows
-            if not (RUNS_DIR / f"{slug(row)}-seed{seed}.json").exists()]
+            if not (out_dir / f"{slug(row)}-seed{seed}.json").exists()]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(run_one, row, seed, group, n_iters or group.n_iters, runs_root, RUNS_DIR)
+        futures = [pool.submit(run_one, row, seed, group, n_iters or group.n_iters, runs_root, out_dir, device)
                    for row, seed in todo]
         for future in futures:
-            print("wrote", future.result().relative_to(ROOT), flush=True)
+            print("wrote", future.result(), flush=True)
 
 
 def load_runs(folder: Path = RUNS_DIR) -> dict[str, list[dict[str, Any]]]:
@@ -275,7 +295,8 @@ def build_report(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         "analysis": REPORT_ANALYSIS,
         "rows": {row: {"ours": summary[row], "paper": PAPER.get(row, {}),
                        "seeds": [r["seed"] for r in runs[row]], "budget": runs[row][0]["budget"],
-                       "device": runs[row][0]["device"], "mean_wall_s": float(np.mean([r["wall_s"] for r in runs[row]]))}
+                       "device": runs[row][0]["device"], "device_type": runs[row][0].get("device_type", "cpu"),
+                       "mean_wall_s": float(np.mean([r["wall_s"] for r in runs[row]]))}
                  for row in sorted(runs, key=lambda r: list(ROWS).index(r))},
         "targets": targets(summary),
         "paper_ground_truth": {row: values for row, values in PAPER.items() if row.endswith("Ground Truth")},
@@ -316,18 +337,26 @@ def markdown_lines(report: dict[str, Any]) -> list[str]:
     return [*lines, "", *goals_table(report["targets"])]
 
 
-INTRO = ("Our mean ± std over seeds, the paper's number in parentheses. Memory: our training process's peak "
-         "(RSS on CPU) in MiB; the paper's GPU memory in GB. Budgets are ours and stated per row (the paper: "
-         "300 epochs on UCI, 200 on the Gaussians, 1000 NICE iterations); `python -m benchmarks.paper_tables` "
-         "reruns them. ms / iter is wall time on a shared 2-core CPU with two to five runs at once, so it "
-         "compares rows only roughly; the `depth` suite times models side by side.")
+def intro(report: dict[str, Any]) -> str:
+    """The paragraph above a report's tables: what the columns are, and how memory and time were taken
+    on the devices its rows ran on."""
+    on_gpu = any(entry.get("device_type") == "cuda" for entry in report["rows"].values())
+    memory = ("the training process's peak CUDA memory (torch.cuda.max_memory_allocated)" if on_gpu
+              else "our training process's peak (RSS on CPU)")
+    timing = ("ms / iter is wall time with the group's runs sharing one GPU, so it compares rows only roughly"
+              if on_gpu else "ms / iter is wall time on a shared 2-core CPU with two to five runs at once, so it "
+              "compares rows only roughly")
+    return ("Our mean ± std over seeds, the paper's number in parentheses. Memory: " + memory + " in MiB; the "
+            "paper's GPU memory in GB. Budgets are ours and stated per row (the paper: 300 epochs on UCI, 200 on "
+            "the Gaussians, 1000 NICE iterations); `python -m benchmarks.paper_tables` reruns them. " + timing
+            + "; the `depth` suite times models side by side.")
 
 
 def write_report(folder: Path = RUNS_DIR, stem: Path = REPORT_STEM) -> dict[str, Any]:
     """Builds the report from `folder` and writes <stem>.json and <stem>.md."""
     report = build_report(load_runs(folder))
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    header = ["# Paper tables 2–4: ours against the paper", "", INTRO, ""]
+    header = ["# Paper tables 2–4: ours against the paper", "", intro(report), ""]
     stem.with_suffix(".md").write_text("\n".join(header + markdown_lines(report)) + "\n")
     return report
 
@@ -341,24 +370,28 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--n_iters", type=int, default=None, help="training steps (default: the group's)")
     run.add_argument("--seeds", default=None, help="comma-separated seeds (default: the group's)")
     run.add_argument("--runs_root", default=str(ROOT / "runs" / "paper-tables"))
+    run.add_argument("--device", default="cpu", choices=DEVICES)
+    run.add_argument("--out_dir", default=str(RUNS_DIR), help="folder of the result files")
     reeval = sub.add_parser("reeval", help="re-run only the evaluation of existing result files")
     reeval.add_argument("--rows", required=True, help="comma-separated prefixes of row names, e.g. table2/parkinsons")
     reeval.add_argument("--reason", required=True, help="why, recorded in each file")
     reeval.add_argument("--runs_root", default=str(ROOT / "runs" / "paper-tables"))
-    sub.add_parser("report", help="write benchmarks/results/paper-tables.{json,md}")
+    report = sub.add_parser("report", help="write benchmarks/results/paper-tables.{json,md}")
+    report.add_argument("--runs_dir", default=str(RUNS_DIR), help="folder of the result files")
+    report.add_argument("--stem", default=str(REPORT_STEM), help="the report's path without .json / .md")
     args = parser.parse_args(argv)
     if args.command == "run":
         if args.jobs < 1:
             parser.error(f"--jobs must be >= 1, got {args.jobs}")
         seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
-        run_group(args.group, args.jobs, args.n_iters, seeds, Path(args.runs_root))
+        run_group(args.group, args.jobs, args.n_iters, seeds, Path(args.runs_root), args.device, Path(args.out_dir))
     elif args.command == "reeval":
         prefixes = tuple(args.rows.split(","))
         for path in sorted(RUNS_DIR.glob("*.json")):
             if json.loads(path.read_text()).get("row", "").startswith(prefixes):
                 print("re-evaluated", reevaluate_one(path, Path(args.runs_root), args.reason).relative_to(ROOT), flush=True)
     else:
-        write_report()
+        write_report(Path(args.runs_dir), Path(args.stem))
 
 
 if __name__ == "__main__":

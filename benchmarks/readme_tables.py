@@ -112,8 +112,8 @@ def phantom_section(result: dict[str, Any], json_path: Path) -> list[str]:
 def paper_tables_section(report: dict[str, Any], json_path: Path) -> list[str]:
     """The markdown of the paper-tables report (`benchmarks.paper_tables`): ours against the paper."""
     devices = sorted({entry["device"] for entry in report["rows"].values()})
-    return [f"### Paper tables 2–4, ours against the paper ({', '.join(devices)}: CPU)", "",
-            f"{paper_tables.INTRO} {_links(json_path)}", "", *paper_tables.markdown_lines(report)]
+    return [f"### Paper tables 2–4, ours against the paper ({', '.join(devices)})", "",
+            f"{paper_tables.intro(report)} {_links(json_path)}", "", *paper_tables.markdown_lines(report)]
 
 
 def section_for(data: dict[str, Any], path: Path) -> list[str] | None:

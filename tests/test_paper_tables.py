@@ -10,9 +10,10 @@ from configs.overrides import apply_overrides
 from configs.paper_rows import ROWS, row_config
 
 
-def _write_run(folder, row, seed, **evaluation):
+def _write_run(folder, row, seed, device_type="cpu", **evaluation):
+    device = "Test CPU (cpu)" if device_type == "cpu" else "Test GPU"
     result = {"analysis": paper_tables.RUN_ANALYSIS, "row": row, "seed": seed, "budget": {"n_iters": 10},
-              "device": "Test CPU (cpu)", "wall_s": 1.5, "eval": evaluation}
+              "device": device, "device_type": device_type, "wall_s": 1.5, "eval": evaluation}
     (folder / f"{paper_tables.slug(row)}-seed{seed}.json").write_text(json.dumps(result))
 
 
@@ -81,9 +82,46 @@ def test_report_is_rendered_in_the_readme_section(tmp_path):
     _write_run(runs, "table4/DEQ-SSM", 0, test_log_likelihood_logit_space=-1800.0, test_sm_loss=-2500.0)
     paper_tables.write_report(runs, tmp_path / "paper-tables")
     section = render_section(tmp_path)
-    assert "### Paper tables 2–4, ours against the paper (Test CPU (cpu): CPU)" in section
+    assert "### Paper tables 2–4, ours against the paper (Test CPU (cpu))" in section
+    assert "Memory: our training process's peak (RSS on CPU)" in section
     assert "| table4/DEQ-SSM | 1 | 10 | -2500 (-2548 ± 55) | -1800 (-1766 ± 48) |" in section
     assert "paper-row-run" not in section  # per-seed files are not rendered one by one
+
+
+def test_a_gpu_report_says_how_its_memory_was_taken(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    _write_run(runs, "table4/DEQ-SSM", 0, "cuda", test_sm_loss=-2500.0, train_peak_memory_mib=700.0)
+    paper_tables.write_report(runs, tmp_path / "table4-gpu")
+    section = render_section(tmp_path)
+    assert "### Paper tables 2–4, ours against the paper (Test GPU)" in section
+    assert "peak CUDA memory (torch.cuda.max_memory_allocated)" in section and "RSS" not in section
+
+
+def test_a_run_trains_on_the_device_asked_for_and_records_where_it_resumed(tmp_path, monkeypatch):
+    """--device reaches main.py as --config.device; a workdir that already holds a checkpoint is trained on
+    from its step, and the result goes to --out_dir."""
+    from score_matching.checkpoint import save_checkpoint
+
+    runs_root, out_dir = tmp_path / "runs", tmp_path / "out"
+    row, ran = "table4/SSM", []
+    workdir = runs_root / f"{paper_tables.slug(row)}-seed0"
+    save_checkpoint(workdir / "checkpoint-meta.pth", {"step": 1000})
+
+    def fake_run(commands, where):
+        ran.extend(commands)
+        where.mkdir(parents=True, exist_ok=True)
+        (where / "eval.json").write_text(json.dumps({"test_sm_loss": -1.0}))
+
+    monkeypatch.setattr(paper_tables, "_run_logged", fake_run)
+    paper_tables.run_group("nice", jobs=1, n_iters=3000, seeds=(0,), runs_root=runs_root, device="cpu",
+                           out_dir=out_dir)
+    result = json.loads((out_dir / f"{paper_tables.slug(row)}-seed0.json").read_text())
+    assert "--config.device=cpu" in ran[0] and "--config.training.n_iters=3000" in ran[0]
+    assert result["resumed_from_step"] == 1000 and result["device_type"] == "cpu"
+    assert json.loads((out_dir / f"{paper_tables.slug('table4/DEQ-SSM')}-seed0.json").read_text())["resumed_from_step"] == 0
+    with pytest.raises(SystemExit):
+        paper_tables.main(["run", "--group=nice", "--device=tpu"])
 
 
 def test_reevaluation_runs_only_the_eval_and_keeps_the_previous_one(tmp_path, monkeypatch):
