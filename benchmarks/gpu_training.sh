@@ -46,8 +46,8 @@ EXTRA_NCSN_FLAGS=${EXTRA_NCSN_FLAGS:-}
 VAE_STEPS=${VAE_STEPS:-5000}
 read -r -a VAE_SEEDS <<< "${VAE_SEEDS:-44 45}"
 EXTRA_VAE_FLAGS=${EXTRA_VAE_FLAGS:-}
-VAE_RESULTS=$RESULTS/vae-mnist-5000-$DEVICE
 RESULTS=${RESULTS:-benchmarks/results}
+VAE_RESULTS=$RESULTS/vae-mnist-5000-$DEVICE
 NCSN_RESULTS=$RESULTS/ncsn-mnist-$DEVICE
 RUNS=${RUNS:-/tmp/gpu-training}
 # One CPU thread per process: up to 13 processes share the machine, and their work is on the GPU.

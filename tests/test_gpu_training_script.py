@@ -1,0 +1,81 @@
+"""benchmarks/gpu_training.sh's orchestration, run with a stand-in `python` that records its calls.
+
+The script is only ever run for real inside a 15-minute device call, so a mistake in its shell
+logic would cost that call. Here every `python` it starts is a stub that logs its arguments and
+writes the files a real run would (checkpoint, eval.json, sample grid), and the test checks the
+commands, the result folders and the packed archive.
+"""
+import os
+import pathlib
+import shutil
+import stat
+import subprocess
+import tarfile
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+echo "$*" >> "$FAKE_PYTHON_CALLS"
+workdir=
+for arg in "$@"; do
+  case $arg in --workdir=*) workdir=${arg#--workdir=};; esac
+done
+[[ -n $workdir ]] || exit 0
+mkdir -p "$workdir/checkpoints" "$workdir/samples"
+case " $* " in
+  *" --mode=eval "*) echo '{}' > "$workdir/eval.json" ;;
+  *" --mode=sample "*) touch "$workdir/samples/sample_step_500.png" ;;
+  *) touch "$workdir/checkpoints/checkpoint_500.pth" "$workdir/metrics.jsonl" "$workdir/samples/step_5000.png" ;;
+esac
+"""
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
+                    reason="needs bash and coreutils timeout")
+def test_gpu_training_script_runs_all_three_parts(tmp_path):
+    root = tmp_path / "repo"
+    (root / "benchmarks").mkdir(parents=True)
+    shutil.copy(REPO / "benchmarks" / "gpu_training.sh", root / "benchmarks" / "gpu_training.sh")
+    stub_dir = tmp_path / "bin"
+    stub_dir.mkdir()
+    stub = stub_dir / "python"
+    stub.write_text(FAKE_PYTHON)
+    stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    calls = tmp_path / "calls.txt"
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {key: value for key, value in os.environ.items() if key not in ("RESULTS", "VAE_SEEDS", "NICE_STEPS")}
+    env.update(PATH=f"{stub_dir}:{env['PATH']}", FAKE_PYTHON_CALLS=str(calls), DEVICE="cpu",
+               RUNS=str(tmp_path / "runs"), OUT=str(out))
+
+    done = subprocess.run(["bash", str(root / "benchmarks" / "gpu_training.sh"), "100"], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = calls.read_text().splitlines()
+    nice = [line for line in lines if "benchmarks.paper_tables run" in line]
+    assert len(nice) == 2
+    assert all(flag in nice[0] for flag in ("--device=cpu", "--n_iters=1000", "--seeds=0,1,2"))
+    assert "--n_iters=3000" in nice[1] and "--seeds=0" in nice[1]
+    assert sum("benchmarks.paper_tables report" in line for line in lines) == 2
+    for model in ("baseline", "twores", "deq"):
+        ncsn = [line for line in lines if f"configs/ncsn_{model}.py" in line]
+        assert [("--mode=eval" in line, "--mode=sample" in line) for line in ncsn] == [
+            (False, False), (True, False), (False, True)]
+        assert all("--config.device=cpu" in line and "--config.model.ngf=32" in line for line in ncsn)
+        assert "--config.eval.checkpoint=500" in ncsn[1]
+        assert (root / "benchmarks/results/ncsn-mnist-cpu" / model / "commands.txt").is_file()
+    for seed in (44, 45):
+        for model in ("baseline", "deq"):
+            vae = [line for line in lines if f"configs/vae_{model}.py" in line and f"--config.seed={seed}" in line]
+            assert len(vae) == 2 and "--mode=eval" in vae[1] and "--config.training.n_iters=5000" in vae[0]
+            folder = root / f"benchmarks/results/vae-mnist-5000-cpu/seed{seed}/{model}"
+            assert sorted(p.name for p in folder.iterdir()) == [
+                "commands.txt", "eval.json", "metrics.jsonl", "step_5000.png"]
+    with tarfile.open(out / "training-results.tar.gz") as archive:
+        names = archive.getnames()
+    assert any(name.endswith("vae-mnist-5000-cpu/seed45/deq/eval.json") for name in names)
+    assert any(name.endswith("ncsn-mnist-cpu/deq/eval.json") for name in names)
+    assert any(name.endswith("gpu-training.log") for name in names)
