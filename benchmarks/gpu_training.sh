@@ -14,7 +14,7 @@
 #    SSM-VR loss, MNIST classifier FD, a sample grid) at the latest checkpoint step all three reached;
 #    results go to benchmarks/results/ncsn-mnist-cuda/<model>/.
 # 3. Issue 6's MNIST comparison, SSM VAE against DEQ-SSM VAE at 5000 iterations, for further training
-#    seeds (VAE_SEEDS, default 44 45; seeds 42 and 43 are the CPU runs of benchmarks/results/vae-mnist-5000/);
+#    seeds (VAE_SEEDS, default 45 46; seeds 42, 43 and 44 are the CPU runs of benchmarks/results/vae-mnist-5000/);
 #    results go to benchmarks/results/vae-mnist-5000-cuda/seed<k>/<model>/.
 #
 # MNIST is read from $SCORE_MATCHING_DATA and the MNIST classifier from $SCORE_MATCHING_CACHE (the
@@ -44,7 +44,7 @@ read -r -a NICE_STEPS <<< "${NICE_STEPS:-1000 3000}"  # the first for NICE_SEEDS
 NICE_SEEDS=${NICE_SEEDS:-0,1,2}
 EXTRA_NCSN_FLAGS=${EXTRA_NCSN_FLAGS:-}
 VAE_STEPS=${VAE_STEPS:-5000}
-read -r -a VAE_SEEDS <<< "${VAE_SEEDS:-44 45}"
+read -r -a VAE_SEEDS <<< "${VAE_SEEDS:-45 46}"
 EXTRA_VAE_FLAGS=${EXTRA_VAE_FLAGS:-}
 RESULTS=${RESULTS:-benchmarks/results}
 VAE_RESULTS=$RESULTS/vae-mnist-5000-$DEVICE

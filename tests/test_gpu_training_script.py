@@ -67,7 +67,7 @@ def test_gpu_training_script_runs_all_three_parts(tmp_path):
         assert all("--config.device=cpu" in line and "--config.model.ngf=32" in line for line in ncsn)
         assert "--config.eval.checkpoint=500" in ncsn[1]
         assert (root / "benchmarks/results/ncsn-mnist-cpu" / model / "commands.txt").is_file()
-    for seed in (44, 45):
+    for seed in (45, 46):
         for model in ("baseline", "deq"):
             vae = [line for line in lines if f"configs/vae_{model}.py" in line and f"--config.seed={seed}" in line]
             assert len(vae) == 2 and "--mode=eval" in vae[1] and "--config.training.n_iters=5000" in vae[0]
@@ -76,6 +76,6 @@ def test_gpu_training_script_runs_all_three_parts(tmp_path):
                 "commands.txt", "eval.json", "metrics.jsonl", "step_5000.png"]
     with tarfile.open(out / "training-results.tar.gz") as archive:
         names = archive.getnames()
-    assert any(name.endswith("vae-mnist-5000-cpu/seed45/deq/eval.json") for name in names)
+    assert any(name.endswith("vae-mnist-5000-cpu/seed46/deq/eval.json") for name in names)
     assert any(name.endswith("ncsn-mnist-cpu/deq/eval.json") for name in names)
     assert any(name.endswith("gpu-training.log") for name in names)
