@@ -68,12 +68,21 @@ def test_gpu_training_script_runs_all_three_parts(tmp_path):
         assert "--config.eval.checkpoint=500" in ncsn[1]
         assert (root / "benchmarks/results/ncsn-mnist-cpu" / model / "commands.txt").is_file()
     for seed in (45, 46):
-        for model in ("baseline", "deq"):
-            vae = [line for line in lines if f"configs/vae_{model}.py" in line and f"--config.seed={seed}" in line]
-            assert len(vae) == 2 and "--mode=eval" in vae[1] and "--config.training.n_iters=5000" in vae[0]
+        for model in ("baseline", "deq", "deq-K5"):
+            vae = [line for line in lines if f"--workdir={tmp_path}/runs/vae/seed{seed}/{model} " in line]
+            config = "vae_baseline.py" if model == "baseline" else "vae_deq.py"
+            assert all(f"configs/{config}" in line and f"--config.seed={seed}" in line for line in vae)
+            assert all(("--config.deq.phantom_steps=5" in line) == (model == "deq-K5") for line in vae)
+            assert "--config.training.n_iters=5000" in vae[0] and "--mode=eval" not in vae[0]
+            assert "--mode=eval" in vae[1] and "--config.deq.grad=unrolled" not in vae[1]
+            files = ["commands.txt", "eval.json", "metrics.jsonl", "step_5000.png"]
+            if model == "baseline":
+                assert len(vae) == 2
+            else:
+                assert len(vae) == 3 and "--config.deq.grad=unrolled --config.deq.tol=1e-6" in vae[2]
+                files.append("exact-derivatives-eval.json")
             folder = root / f"benchmarks/results/vae-mnist-5000-cpu/seed{seed}/{model}"
-            assert sorted(p.name for p in folder.iterdir()) == [
-                "commands.txt", "eval.json", "metrics.jsonl", "step_5000.png"]
+            assert sorted(p.name for p in folder.iterdir()) == sorted(files)
     with tarfile.open(out / "training-results.tar.gz") as archive:
         names = archive.getnames()
     assert any(name.endswith("vae-mnist-5000-cpu/seed46/deq/eval.json") for name in names)
