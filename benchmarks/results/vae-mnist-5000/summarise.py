@@ -20,10 +20,10 @@ RUN_METRICS = (("test_recon_nll", "test recon. NLL", False), ("mnist_classifier_
 def load(seed_folder: pathlib.Path, model: str) -> dict[str, float]:
     """One trained model's numbers: the eval-seed metrics averaged over every eval*.json, the rest
     from its own eval.json."""
-    evaluations = [json.loads(p.read_text()) for p in sorted((seed_folder / model).glob("eval*.json"))]
-    own = json.loads((seed_folder / model / "eval.json").read_text())
-    numbers = {field: summarise([e[field] for e in evaluations])["mean"] for field, _, _ in EVAL_SEED_METRICS}
-    numbers.update({field: own[field] for field, _, _ in RUN_METRICS})
+    evaluations = {p.name: json.loads(p.read_text()) for p in (seed_folder / model).glob("eval*.json")}
+    numbers = {field: summarise([e[field] for e in evaluations.values()])["mean"]
+               for field, _, _ in EVAL_SEED_METRICS}
+    numbers.update({field: evaluations["eval.json"][field] for field, _, _ in RUN_METRICS})
     numbers["n_eval_seeds"] = len(evaluations)
     return numbers
 
