@@ -7,7 +7,9 @@ DEQ, `exact-derivatives-eval.json` (the same checkpoint scored with exact deriva
 seed = training seed). Two comparisons:
 - "K = 2": `seed<k>/deq` (configs/vae_deq.py, phantom K = 2) against `seed<k>/baseline`;
 - "K = 5": `phantom-K5/seed<k>/deq` against the baseline trained on the same machine:
-  `phantom-K5/seed<k>/baseline` where there is one, else `seed<k>/baseline`.
+  `phantom-K5/seed<k>/baseline` where there is one, else `seed<k>/baseline`;
+- "K = 5, trained on to 7000 iterations": `to-7000/seed<k>/{baseline,deq}`, the K = 5 comparison's
+  runs resumed from their 5000-step checkpoints (evaluated at evaluation seed = training seed only).
 """
 import json
 import pathlib
@@ -16,6 +18,7 @@ from benchmarks.paper_tables import summarise
 
 FOLDER = pathlib.Path(__file__).resolve().parent
 K5 = FOLDER / "phantom-K5"
+TO_7000 = FOLDER / "to-7000"
 # (eval.json field, heading, True if higher is better), averaged over the evaluation seeds
 EVAL_SEED_METRICS = (("test_ssm_vr_loss", "test SSM-VR loss", False), ("test_elbo", "test ELBO", True))
 EXACT_SSM = ("exact_ssm_vr_loss", "test SSM-VR loss, exact derivatives (eval seed = training seed)", False)
@@ -50,7 +53,9 @@ def comparisons() -> dict[str, dict[int, dict[str, pathlib.Path]]]:
         own_baseline = K5 / f"seed{seed}/baseline"
         baseline = own_baseline if own_baseline.is_dir() else FOLDER / f"seed{seed}/baseline"
         k5[seed] = {"baseline": baseline, "deq": K5 / f"seed{seed}/deq"}
-    return {"K = 2": k2, "K = 5": k5}
+    longer = {int(p.name[4:]): {model: p / model for model in ("baseline", "deq")}
+              for p in sorted(TO_7000.glob("seed*")) if p.is_dir()}
+    return {"K = 2": k2, "K = 5": k5, "K = 5, trained on to 7000 iterations": longer}
 
 
 def cell(numbers: dict[str, float], field: str) -> str:
@@ -96,9 +101,10 @@ def print_comparison(name: str, runs_by_seed: dict[int, dict[str, pathlib.Path]]
 
 
 def main() -> None:
-    """Prints both comparisons."""
+    """Prints every comparison that has runs."""
     for name, runs_by_seed in comparisons().items():
-        print_comparison(name, runs_by_seed)
+        if runs_by_seed:
+            print_comparison(name, runs_by_seed)
 
 
 if __name__ == "__main__":
