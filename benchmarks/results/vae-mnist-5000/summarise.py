@@ -19,6 +19,7 @@ from benchmarks.paper_tables import summarise
 FOLDER = pathlib.Path(__file__).resolve().parent
 K5 = FOLDER / "phantom-K5"
 TO_7000 = FOLDER / "to-7000"
+MODELS = ("baseline", "deq")
 # (eval.json field, heading, True if higher is better), averaged over the evaluation seeds
 EVAL_SEED_METRICS = (("test_ssm_vr_loss", "test SSM-VR loss", False), ("test_elbo", "test ELBO", True))
 EXACT_SSM = ("exact_ssm_vr_loss", "test SSM-VR loss, exact derivatives (eval seed = training seed)", False)
@@ -36,26 +37,32 @@ def load(folder: pathlib.Path) -> dict[str, float]:
                for field, _, _ in EVAL_SEED_METRICS}
     numbers.update({field: evaluations["eval.json"][field] for field, _, _ in RUN_METRICS})
     exact = folder / "exact-derivatives-eval.json"
-    has_deq = any(key.startswith("deq/") for key in evaluations["eval.json"])
-    if exact.exists() or not has_deq:
-        source = json.loads(exact.read_text()) if has_deq else evaluations["eval.json"]
-        numbers[EXACT_SSM[0]] = source["test_ssm_vr_loss"]
+    if not any(key.startswith("deq/") for key in evaluations["eval.json"]):
+        numbers[EXACT_SSM[0]] = evaluations["eval.json"]["test_ssm_vr_loss"]
+    elif exact.exists():
+        numbers[EXACT_SSM[0]] = json.loads(exact.read_text())["test_ssm_vr_loss"]
     numbers["n_eval_seeds"] = len(evaluations)
     return numbers
 
 
+def training_seeds(folder: pathlib.Path) -> list[int]:
+    """The training seeds k of `folder`'s `seed<k>` subfolders, in order."""
+    return sorted(int(p.name[4:]) for p in folder.glob("seed*") if p.is_dir())
+
+
 def comparisons() -> dict[str, dict[int, dict[str, pathlib.Path]]]:
     """Per comparison and training seed, the run folders of the baseline and the DEQ."""
-    seeds = sorted(int(p.name[4:]) for p in FOLDER.glob("seed*") if p.is_dir())
-    k2 = {seed: {"baseline": FOLDER / f"seed{seed}/baseline", "deq": FOLDER / f"seed{seed}/deq"} for seed in seeds}
     k5 = {}
-    for seed in sorted(int(p.name[4:]) for p in K5.glob("seed*") if p.is_dir()):
+    for seed in training_seeds(K5):
         own_baseline = K5 / f"seed{seed}/baseline"
         baseline = own_baseline if own_baseline.is_dir() else FOLDER / f"seed{seed}/baseline"
         k5[seed] = {"baseline": baseline, "deq": K5 / f"seed{seed}/deq"}
-    longer = {int(p.name[4:]): {model: p / model for model in ("baseline", "deq")}
-              for p in sorted(TO_7000.glob("seed*")) if p.is_dir()}
-    return {"K = 2": k2, "K = 5": k5, "K = 5, trained on to 7000 iterations": longer}
+    return {
+        "K = 2": {seed: {m: FOLDER / f"seed{seed}/{m}" for m in MODELS} for seed in training_seeds(FOLDER)},
+        "K = 5": k5,
+        "K = 5, trained on to 7000 iterations": {
+            seed: {m: TO_7000 / f"seed{seed}/{m}" for m in MODELS} for seed in training_seeds(TO_7000)},
+    }
 
 
 def cell(numbers: dict[str, float], field: str) -> str:
@@ -66,7 +73,7 @@ def cell(numbers: dict[str, float], field: str) -> str:
 def print_comparison(name: str, runs_by_seed: dict[int, dict[str, pathlib.Path]]) -> None:
     """The per-seed table, the mean ± std over training seeds and the DEQ's lead per seed."""
     runs = {(seed, model): load(folder) for seed, models in runs_by_seed.items() for model, folder in models.items()}
-    seeds, models = list(runs_by_seed), ("baseline", "deq")
+    seeds = list(runs_by_seed)
     fields = (*EVAL_SEED_METRICS, EXACT_SSM, *RUN_METRICS)
     print(f"### DEQ with phantom {name}\n")
     print("| training seed | model | run | eval seeds | " + " | ".join(h for _, h, _ in fields) + " |")
@@ -78,7 +85,7 @@ def print_comparison(name: str, runs_by_seed: dict[int, dict[str, pathlib.Path]]
     print()
     print("| model | " + " | ".join(f"{h} (mean ± std over training seeds)" for _, h, _ in LEAD_METRICS) + " |")
     print("|---" * (1 + len(LEAD_METRICS)) + "|")
-    for model in models:
+    for model in MODELS:
         cells = []
         for field, _, _ in LEAD_METRICS:
             values = [runs[seed, model][field] for seed in seeds if field in runs[seed, model]]
