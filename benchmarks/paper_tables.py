@@ -71,6 +71,11 @@ GROUPS = {
         _rows("table3", ("gaussian100", "gaussian200"), ("16-Layer-SM DKEF", "DEQ-SM DKEF")), (0,), 1000,
         (*NO_QUICK_EVAL, ("eval.is_proposal", "defensive_gaussian")),
     ),
+    # The same rows on N(0, I) (the sliced-score-matching code's data; the paper's 200-d ground truth).
+    "dkef-gaussian-standard": Group(
+        _rows("table3", ("gaussian100", "gaussian200"), ("16-Layer-SM DKEF", "DEQ-SM DKEF")), (0,), 1000,
+        (*NO_QUICK_EVAL, ("eval.is_proposal", "defensive_gaussian"), ("data.gaussian", "standard")),
+    ),
     # The exact SM loss at d = 784 costs 784 Hessian-vector products per image: 100 test images, 10 at a
     # time (the batched trace holds 784 x 10 rows of every activation).
     "nice": Group(_rows("table4", ("",), ("SSM", "DEQ-SSM")), (0,), 1000,

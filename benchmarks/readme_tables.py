@@ -112,8 +112,18 @@ def phantom_section(result: dict[str, Any], json_path: Path) -> list[str]:
 def paper_tables_section(report: dict[str, Any], json_path: Path) -> list[str]:
     """The markdown of the paper-tables report (`benchmarks.paper_tables`): ours against the paper."""
     devices = sorted({entry["device"] for entry in report["rows"].values()})
-    return [f"### Paper tables 2–4, ours against the paper ({', '.join(devices)})", "",
-            f"{paper_tables.intro(report)} {_links(json_path)}", "", *paper_tables.markdown_lines(report)]
+    # A report other than the main one (some rows on another device or with other settings) is titled
+    # by its name (its folder's, for a report.json) and lists the config overrides all its rows share,
+    # so that it is not read as the main table.
+    name = json_path.parent.name if json_path.stem == "report" else json_path.stem
+    variant = "" if json_path.stem == paper_tables.REPORT_STEM.name else f": `{name}`"
+    budgets = [entry["budget"] for entry in report["rows"].values()]
+    shared = {key: value for key, value in budgets[0].items()
+              if key != "n_iters" and all(budget.get(key) == value for budget in budgets)}
+    overrides = ", ".join(f"`{key}={value}`" for key, value in sorted(shared.items()))
+    settings = f" Config overrides of every row: {overrides}." if variant and shared else ""
+    return [f"### Paper tables 2–4, ours against the paper{variant} ({', '.join(devices)})", "",
+            f"{paper_tables.intro(report)}{settings} {_links(json_path)}", "", *paper_tables.markdown_lines(report)]
 
 
 def section_for(data: dict[str, Any], path: Path) -> list[str] | None:

@@ -32,6 +32,7 @@ def validate_config(config: ConfigDict) -> None:
     _choice("loss.trace", config.loss.trace, ("batched", "loop"))
     _choice("data.dataset", config.data.dataset, datasets.DATASETS.names())
     _choice("data.protocol", config.data.protocol, datasets.PROTOCOLS)
+    _choice("data.gaussian", config.data.gaussian, datasets.GAUSSIAN_DISTRIBUTIONS)
     _choice("data.nice_preprocessing", config.data.nice_preprocessing, datasets.NICE_PREPROCESSINGS)
     _choice("optim.optimizer", config.optim.optimizer, ("adam", "adamw"))
     _choice("deq.solver", config.deq.solver, SOLVERS.names())

@@ -13,6 +13,7 @@ from configs.validate import validate_config
 from main import model_transform_for
 from score_matching import run
 from score_matching.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
+from score_matching.datasets import get_dataset
 from score_matching.tasks import build_task
 from tiny_runs import BASELINES, GOLDEN, tiny_config, train_losses
 
@@ -386,3 +387,19 @@ def test_validation_of_a_deq_model_can_use_its_exact_derivatives(tmp_path):
     task, _, _ = run.load_for_eval(exact, str(tmp_path), model_transform_for(exact))
     assert task.val_loss(task.model) == pytest.approx(best, rel=1e-6)
     assert config.deq.grad == "phantom"  # training itself kept the phantom gradient
+
+
+@pytest.mark.parametrize("distribution", ["random", "standard"])
+def test_dkef_gaussian_data_follows_config_data_gaussian(distribution):
+    config = tiny_config("dkef_baseline", data__dataset="gaussian100", data__gaussian=distribution)
+    torch.manual_seed(config.seed)
+    task = build_task(config, torch.device("cpu"), model_transform_for(config))
+    task.prepare_eval(task.model)
+    metrics = task.evaluate(task.model)
+    assert metrics["data_protocol"] == f"gaussian:{distribution}"
+    if distribution == "standard":
+        test = get_dataset("gaussian100", eigenvalue_range=(1.0, 1.0), mean_std=0.0).test[: config.data.max_eval].double()
+        expected = torch.distributions.Normal(0.0, 1.0).log_prob(test).sum(1).mean().item()
+        assert metrics["true_test_log_likelihood"] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match=r"data.gaussian='identity'.*'random', 'standard'"):
+        validate_config(tiny_config("dkef_baseline", data__gaussian="identity"))

@@ -94,7 +94,7 @@ def test_a_gpu_report_says_how_its_memory_was_taken(tmp_path):
     _write_run(runs, "table4/DEQ-SSM", 0, "cuda", test_sm_loss=-2500.0, train_peak_memory_mib=700.0)
     paper_tables.write_report(runs, tmp_path / "table4-gpu")
     section = render_section(tmp_path)
-    assert "### Paper tables 2–4, ours against the paper (Test GPU)" in section
+    assert "### Paper tables 2–4, ours against the paper: `table4-gpu` (Test GPU)" in section
     assert "peak CUDA memory (torch.cuda.max_memory_allocated)" in section and "RSS" not in section
 
 

@@ -89,3 +89,19 @@ def test_markers_must_appear_once_and_in_order(tmp_path):
     for bad in ("no markers", f"{END}\n{START}", f"{START}{START}{END}"):
         with pytest.raises(ValueError, match="must contain"):
             split_readme(bad)
+
+
+def test_a_variant_paper_tables_report_is_titled_by_its_folder_and_shared_overrides(tmp_path):
+    report = json.loads((RESULTS / "paper-tables.json").read_text())
+    first = next(iter(report["rows"]))
+    variant = {**report, "rows": {first: {**report["rows"][first], "budget": {"n_iters": 7, "data.gaussian": "standard"}}}}
+    (tmp_path / "paper-tables.json").write_text(json.dumps(report))
+    (tmp_path / "on-standard").mkdir()
+    (tmp_path / "on-standard" / "report.json").write_text(json.dumps(variant))
+    section = render_section(tmp_path)
+    parts = section.split("### Paper tables")[1:]
+    variant_part, main_part = parts  # sorted by path: on-standard/report.json first
+    assert variant_part.startswith(" 2–4, ours against the paper: `on-standard` (")
+    assert main_part.startswith(" 2–4, ours against the paper (")
+    assert "Config overrides" not in main_part
+    assert "Config overrides of every row: `data.gaussian=standard`." in variant_part
