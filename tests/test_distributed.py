@@ -22,7 +22,8 @@ def _train(workdir: pathlib.Path, nproc: int, data_root: pathlib.Path) -> dict:
     env = {**os.environ, "SCORE_MATCHING_DATA": str(data_root), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([*launcher, "main.py", f"--workdir={workdir}", *FLAGS], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # Both streams, so that a rare launcher failure (rendezvous, port) can be diagnosed from CI's log.
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout[-2000:]}\nstderr:\n{result.stderr[-3000:]}"
     return torch.load(workdir / "checkpoint-meta.pth", weights_only=False)["model"]
 
 
