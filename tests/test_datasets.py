@@ -223,6 +223,15 @@ def test_gaussian_seed_and_identity_configuration():
         gaussian_dataset(5, eigenvalue_range=(2.0, 1.0))
 
 
+def test_named_gaussians_are_the_registry_entries_by_distribution():
+    standard = get_dataset("gaussian100", distribution="standard")
+    torch.testing.assert_close(standard.covariance, torch.eye(100, dtype=torch.float64))
+    assert torch.count_nonzero(standard.mean) == 0
+    assert torch.equal(get_dataset("gaussian100").train, get_dataset("gaussian100", distribution="random").train)
+    with pytest.raises(ValueError, match=r"unknown Gaussian distribution 'identity'; valid: \['random', 'standard'\]"):
+        get_dataset("gaussian200", distribution="identity")
+
+
 # --- registry ------------------------------------------------------------------------------------
 
 def test_registry_names_and_entry_point(data_root):

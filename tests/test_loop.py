@@ -13,7 +13,7 @@ from configs.validate import validate_config
 from main import model_transform_for
 from score_matching import run
 from score_matching.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
-from score_matching.datasets import get_dataset
+from score_matching.datasets import gaussian_dataset
 from score_matching.tasks import build_task
 from tiny_runs import BASELINES, GOLDEN, tiny_config, train_losses
 
@@ -398,7 +398,7 @@ def test_dkef_gaussian_data_follows_config_data_gaussian(distribution):
     metrics = task.evaluate(task.model)
     assert metrics["data_protocol"] == f"gaussian:{distribution}"
     if distribution == "standard":
-        test = get_dataset("gaussian100", eigenvalue_range=(1.0, 1.0), mean_std=0.0).test[: config.data.max_eval].double()
+        test = gaussian_dataset(100, eigenvalue_range=(1.0, 1.0), mean_std=0.0).test[: config.data.max_eval].double()
         expected = torch.distributions.Normal(0.0, 1.0).log_prob(test).sum(1).mean().item()
         assert metrics["true_test_log_likelihood"] == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match=r"data.gaussian='identity'.*'random', 'standard'"):

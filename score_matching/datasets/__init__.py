@@ -4,7 +4,7 @@ NCSN), CIFAR-10 and CelebA (NCSN, SSM-VAE), with one entry point `get_dataset(na
 Data are read from a data root: the `root` argument, else `$SCORE_MATCHING_DATA`, else `./data`.
 """
 from .catalog import DATASETS, get_dataset
-from .gaussian import GAUSSIAN_DISTRIBUTIONS, GaussianData, gaussian_dataset, random_covariance
+from .gaussian import GAUSSIAN_DISTRIBUTIONS, GaussianData, gaussian_dataset, named_gaussian_dataset, random_covariance
 from .idx import parse_idx, read_idx
 from .images import ImageData, UInt8ImageDataset, load_celeba, load_cifar10, read_cifar10_batches, split_train_val
 from .mnist import MNIST_FILES, find_mnist_file, load_mnist, read_mnist_split
@@ -26,7 +26,7 @@ from .uci import PROTOCOLS, UCI_NAMES, UCIData, load_uci, read_uci_table
 
 __all__ = [
     "DATASETS", "get_dataset",
-    "GAUSSIAN_DISTRIBUTIONS", "GaussianData", "gaussian_dataset", "random_covariance",
+    "GAUSSIAN_DISTRIBUTIONS", "GaussianData", "gaussian_dataset", "named_gaussian_dataset", "random_covariance",
     "parse_idx", "read_idx",
     "ImageData", "UInt8ImageDataset", "load_celeba", "load_cifar10", "read_cifar10_batches", "split_train_val",
     "MNIST_FILES", "find_mnist_file", "load_mnist", "read_mnist_split",

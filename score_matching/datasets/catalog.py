@@ -8,7 +8,8 @@ Every registered loader is called as `loader(root, **kwargs)` and returns an obj
 - images ("mnist", "cifar10", "celeba"): torch Datasets of (image in [0, 1], label), in `ImageData`.
 
 `root` follows `resolve_data_root` (argument, else $SCORE_MATCHING_DATA, else ./data); the Gaussian
-entries ignore it. `kwargs` go to the loader unchanged (e.g. `protocol="clean"`, `seed=1`, `image_size=32`).
+entries ignore it. `kwargs` go to the loader unchanged (e.g. `protocol="clean"`, `seed=1`,
+`distribution="standard"` for gaussian100/200, `image_size=32`).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import os
 from typing import Callable, Union
 
 from ..registry import Registry
-from .gaussian import GaussianData, gaussian_dataset
+from .gaussian import GaussianData, gaussian_dataset, named_gaussian_dataset
 from .images import ImageData, load_celeba, load_cifar10
 from .mnist import load_mnist
 from .uci import UCIData, load_uci
@@ -51,14 +52,14 @@ def _gaussian(root: str | os.PathLike | None, *, dim: int, **kwargs) -> Gaussian
 
 @DATASETS.register("gaussian100")
 def _gaussian100(root: str | os.PathLike | None, **kwargs) -> GaussianData:
-    """The paper's 100-dimensional Gaussian, see `gaussian_dataset`; `root` is unused."""
-    return gaussian_dataset(100, **kwargs)
+    """The paper's 100-dimensional Gaussian, see `named_gaussian_dataset`; `root` is unused."""
+    return named_gaussian_dataset(100, **kwargs)
 
 
 @DATASETS.register("gaussian200")
 def _gaussian200(root: str | os.PathLike | None, **kwargs) -> GaussianData:
-    """The paper's 200-dimensional Gaussian, see `gaussian_dataset`; `root` is unused."""
-    return gaussian_dataset(200, **kwargs)
+    """The paper's 200-dimensional Gaussian, see `named_gaussian_dataset`; `root` is unused."""
+    return named_gaussian_dataset(200, **kwargs)
 
 
 DATASETS.register("mnist")(load_mnist)

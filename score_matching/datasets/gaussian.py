@@ -105,3 +105,10 @@ def gaussian_dataset(
         precision=torch.cholesky_inverse(cholesky),
         log_det_covariance=float(2 * torch.log(torch.diagonal(cholesky)).sum()),
     )
+
+
+def named_gaussian_dataset(dim: int, distribution: str = "random", **kwargs) -> GaussianData:
+    """`gaussian_dataset(dim, **kwargs)` with the covariance and mean of `GAUSSIAN_DISTRIBUTIONS[distribution]`."""
+    if distribution not in GAUSSIAN_DISTRIBUTIONS:
+        raise ValueError(f"unknown Gaussian distribution {distribution!r}; valid: {list(GAUSSIAN_DISTRIBUTIONS)}")
+    return gaussian_dataset(dim, **GAUSSIAN_DISTRIBUTIONS[distribution], **kwargs)

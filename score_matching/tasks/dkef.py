@@ -13,7 +13,7 @@ import torch
 from ml_collections import ConfigDict
 from torch import Tensor, nn
 
-from score_matching.datasets import GAUSSIAN_DISTRIBUTIONS, UCI_NAMES
+from score_matching.datasets import UCI_NAMES
 from score_matching.losses import LOG_DENSITY_LOSSES, LOSSES, SCORE_LOSSES, exact_score_matching, fisher_divergence
 from score_matching.losses.common import check_choice
 from score_matching.models import MODELS
@@ -46,8 +46,7 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
     if name in UCI_NAMES:
         kwargs, data_protocol = {"protocol": config.data.protocol}, config.data.protocol
     else:
-        check_choice("data.gaussian", config.data.gaussian, GAUSSIAN_DISTRIBUTIONS)
-        kwargs, data_protocol = GAUSSIAN_DISTRIBUTIONS[config.data.gaussian], f"gaussian:{config.data.gaussian}"
+        kwargs, data_protocol = {"distribution": config.data.gaussian}, f"gaussian:{config.data.gaussian}"
     data = load_data(config, **kwargs)
     train = first_rows(data.train, config.data.max_train).to(device)
     test = first_rows(data.test, config.data.max_eval).to(device)
