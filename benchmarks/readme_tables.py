@@ -52,9 +52,11 @@ def is_phantom_accuracy(data: Any) -> bool:
 
 
 def device_label(result: dict[str, Any]) -> str:
-    """The device's name and "GPU" or "CPU", with "--quick sizes" for a run at shrunk sizes."""
+    """The device's name and "GPU" or "CPU", with "--quick sizes" for a run at shrunk sizes and the
+    run's date where the result has one."""
     kind = "CPU" if result["device"].endswith("(cpu)") else "GPU"
-    return f"{result['device']}: {kind}" + (", `--quick` sizes" if result.get("quick") else "")
+    return (f"{result['device']}: {kind}" + (", `--quick` sizes" if result.get("quick") else "")
+            + (f", {result['date']}" if result.get("date") else ""))
 
 
 def _link(path: Path, text: str) -> str:

@@ -127,7 +127,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"torch {result['torch']}; reference variant `{result['reference']}`"
         + (" (per model family)" if multi else "")
-        + f"; quick: {format_value(result.get('quick'))}; threads: {format_value(result.get('threads'))}.",
+        + f"; quick: {format_value(result.get('quick'))}; threads: {format_value(result.get('threads'))}"
+        + (f"; measured {result['date']} (UTC)." if result.get("date") else "."),
         "",
         f"One step: {result.get('step', '')}",
         "",

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,7 @@ def run_suite(
         quick=quick,
         threads=done[0]["threads"],
         repeats=repeats,
+        date=datetime.now(timezone.utc).date().isoformat(),
     )
     result["targets"] = [t.as_dict() for t in suite.targets(result)]
     return result

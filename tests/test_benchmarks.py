@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,9 @@ def test_a_tiny_suite_runs_end_to_end_in_fresh_processes(tmp_path):
     result = json.loads((tmp_path / "grad-cpu.json").read_text())
     assert [v["name"] for v in result["variants"]] == ["phantom-2", "implicit"]
     assert result["device"].endswith("(cpu)") and result["sizes"]["batch"] == 4 and result["threads"] == 1
+    # the run's UTC date, so that a reader can tell which results predate a change
+    assert result["date"] in {(datetime.now(timezone.utc) - timedelta(days=d)).date().isoformat() for d in (0, 1)}
+    assert f"measured {result['date']} (UTC)." in (tmp_path / "grad-cpu.md").read_text()
     phantom = result["variants"][0]
     assert phantom["peak_memory_mib"] > 0 and phantom["step_ms"] > 0 and phantom["deq_iters"] >= 1
     assert result["ratios"]["implicit"] == {"peak_memory": 1.0, "step_time": 1.0}

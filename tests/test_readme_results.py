@@ -66,11 +66,11 @@ def test_section_renders_every_suite_file_sorted_and_skips_other_json(tmp_path):
     (tmp_path / "b-cpu.json").write_text(json.dumps(_suite("Some CPU (cpu)", True, True)))
     (tmp_path / "b-cpu.png").write_bytes(b"png")
     (tmp_path / "nested").mkdir()
-    (tmp_path / "nested" / "a-cuda.json").write_text(json.dumps(_suite("NVIDIA H100", False, False)))
+    (tmp_path / "nested" / "a-cuda.json").write_text(json.dumps({**_suite("NVIDIA H100", False, False), "date": "2026-12-04"}))
     (tmp_path / "log.json").write_text(json.dumps({"not": "a result"}))
     section = render_section(tmp_path)
     cpu = section.index("### `toy` on Some CPU (cpu): CPU, `--quick` sizes")
-    gpu = section.index("### `toy` on NVIDIA H100: GPU\n")
+    gpu = section.index("### `toy` on NVIDIA H100: GPU, 2026-12-04\n")  # a result's date, where it has one
     assert cpu < gpu  # sorted by path: b-cpu.json before nested/a-cuda.json
     # the variant row: family, name, params, MiB, ms, memory and time ratios, then deq_iters
     assert "| toy | fast | 10 | 2 | 0.5 | 0.5 | 0.25 | 7 |" in section
