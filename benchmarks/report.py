@@ -110,7 +110,8 @@ def goals_table(targets: list[dict[str, Any]]) -> list[str]:
     """Markdown rows of goals in `Target.as_dict()` form: goal, value, target, met (yes / no / —)."""
     lines = ["| goal | value | target | met |", "|---|---|---|---|"]
     for t in targets:
-        lines.append(f"| {t['what']} | {format_value(t['value'])} | {t['comparison']} {t['limit']} | {format_value(t['met'])} |")
+        target = f"{t['comparison']} {format_value(t['limit'])}"
+        lines.append(f"| {t['what']} | {format_value(t['value'])} | {target} | {format_value(t['met'])} |")
     return lines
 
 

@@ -86,6 +86,25 @@ def test_ratios_are_per_family_to_the_reference():
     assert single["x"] == {"peak_memory": 2.0, "step_time": 0.5}
 
 
+def test_ncsn_goals_compare_the_deq_with_the_baseline_and_with_its_twin_by_the_papers_ratios():
+    def ncsn(name, peak, resident, graph, ms):
+        return {**_variant("ncsn-cifar10", name, peak, ms), "resident_mib": resident, "score_graph_mib": graph}
+
+    variants = [ncsn("ssm-vr-ncsn", 900.0, 100.0, 400.0, 10.0), ncsn("twores", 300.0, 60.0, 100.0, 4.0),
+                ncsn("deq", 340.0, 60.0, 130.0, 5.0)]
+    result = build_result("ncsn", "cpu", "2.x", "ssm-vr-ncsn", variants)
+    goals = {t.what: t for t in get_suite("ncsn").targets(result)}
+    assert result["variants"][2]["total_peak_mib"] == 400.0  # resident + step peak
+    assert goals["deq / ssm-vr-ncsn: total peak memory"].value == pytest.approx(0.4)
+    assert goals["deq / ssm-vr-ncsn: memory held for the score's graph"].value == pytest.approx(0.325)
+    twin = {what.split(":")[1].split(" (")[0].strip(): t for what, t in goals.items() if what.startswith("deq / twores")}
+    # table 5: DEQ 20.1 GB, 2104 MiB, 481 ms against TwoRes 18.5 GB, 1701 MiB, 391 ms
+    total, graph, time = twin["total peak memory"], twin["memory held for the score's graph"], twin["time per iteration"]
+    assert total.value == pytest.approx(400 / 360) and total.limit == pytest.approx(1.0865, abs=1e-4) and not total.met
+    assert graph.value == pytest.approx(1.3) and graph.limit == pytest.approx(1.2369, abs=1e-4) and not graph.met
+    assert time.value == pytest.approx(1.25) and time.limit == pytest.approx(1.2302, abs=1e-4) and not time.met
+
+
 def test_a_failed_variant_gets_null_ratios_and_a_missing_reference_is_an_error():
     failed = {**_variant("a", "x", None, None), "error": "CUDA out of memory"}
     assert compute_ratios([_variant("a", "ref", 1.0, 1.0), failed], "ref")["x"] == {"peak_memory": None, "step_time": None}
