@@ -105,6 +105,20 @@ def test_ncsn_goals_compare_the_deq_with_the_baseline_and_with_its_twin_by_the_p
     assert time.value == pytest.approx(1.25) and time.limit == pytest.approx(1.2302, abs=1e-4) and not time.met
 
 
+def test_vae_goals_count_the_deqs_extra_memory_in_aug8_layers():
+    def vae(name, total):
+        return {**_variant("ssm-vae-celeba", name, total - 20.0, 1.0), "resident_mib": 20.0}
+
+    variants = [vae("baseline", 100.0), vae("aug8", 500.0), vae("aug16", 900.0), vae("deq", 260.0)]
+    goals = {t.what.split(" (")[0]: t for t in get_suite("vae").targets(build_result("vae", "cpu", "2.x", "baseline", variants))}
+    layers = goals["deq − baseline total peak, in Aug(8) layers"]
+    assert layers.value == pytest.approx(160 / 50)  # Aug(8) adds 400 MiB over 8 layers
+    assert layers.limit == pytest.approx(1.4 / (3.3 / 8)) and layers.met  # table 1: 5.4, 4.0 and 7.3 GB
+    assert goals["deq / baseline: total peak memory"].value == pytest.approx(2.6)
+    no_aug8 = build_result("vae", "cpu", "2.x", "baseline", [variants[0], variants[3]])
+    assert {t.what.split(" (")[0]: t for t in get_suite("vae").targets(no_aug8)}[layers.what.split(" (")[0]].value is None
+
+
 def test_a_failed_variant_gets_null_ratios_and_a_missing_reference_is_an_error():
     failed = {**_variant("a", "x", None, None), "error": "CUDA out of memory"}
     assert compute_ratios([_variant("a", "ref", 1.0, 1.0), failed], "ref")["x"] == {"peak_memory": None, "step_time": None}
