@@ -73,14 +73,15 @@ def _row(cells: list[Any]) -> str:
     return "| " + " | ".join(format_value(c) for c in cells) + " |"
 
 
-def suite_section(result: dict[str, Any], json_path: Path) -> list[str]:
-    """The markdown of one suite result: heading, variants table, goals and links."""
+def suite_section(result: dict[str, Any], json_path: Path, folder: str = "") -> list[str]:
+    """The markdown of one suite result: heading (with its sub-folder of the results, if any, so that a
+    side study's files are not read as the main results), variants table, goals and links."""
     variants = result["variants"]
     multi = len({v["model"] for v in variants}) > 1
     fields = [f for f in KEY_FIELDS if any(f in v for v in variants)]
     header = ["family", "variant", "params", "peak MiB", "step ms", "memory ×ref", "time ×ref", *fields]
     lines = [
-        f"### `{result['suite']}` on {device_label(result)}",
+        f"### `{result['suite']}` on {device_label(result)}" + (f" — `{folder}/`" if folder else ""),
         "",
         f"{result.get('description', '')}. One step: {result.get('step', '')}. Reference: `{result['reference']}`. "
         f"{_links(json_path)}",
@@ -128,10 +129,11 @@ def paper_tables_section(report: dict[str, Any], json_path: Path) -> list[str]:
             f"{paper_tables.intro(report)}{settings} {_links(json_path)}", "", *paper_tables.markdown_lines(report)]
 
 
-def section_for(data: dict[str, Any], path: Path) -> list[str] | None:
-    """The README part of one result file, or None for a file the README does not show."""
+def section_for(data: dict[str, Any], path: Path, folder: str = "") -> list[str] | None:
+    """The README part of one result file (`folder`: its sub-folder of the results), or None for a file
+    the README does not show."""
     if is_suite_result(data):
-        return suite_section(data, path)
+        return suite_section(data, path, folder)
     if is_phantom_accuracy(data):
         return phantom_section(data, path)
     if data.get("analysis") == paper_tables.REPORT_ANALYSIS:
@@ -144,7 +146,8 @@ def render_section(results: Path = RESULTS) -> str:
     lines = ["", INTRO]
     for path in sorted(results.rglob("*.json")):
         data = json.loads(path.read_text())
-        part = section_for(data, path) if isinstance(data, dict) else None
+        folder = path.parent.relative_to(results).as_posix()
+        part = section_for(data, path, "" if folder == "." else folder) if isinstance(data, dict) else None
         if part is not None:
             lines += ["", *part]
     if len(lines) == 2:

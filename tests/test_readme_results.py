@@ -70,7 +70,8 @@ def test_section_renders_every_suite_file_sorted_and_skips_other_json(tmp_path):
     (tmp_path / "log.json").write_text(json.dumps({"not": "a result"}))
     section = render_section(tmp_path)
     cpu = section.index("### `toy` on Some CPU (cpu): CPU, `--quick` sizes")
-    gpu = section.index("### `toy` on NVIDIA H100: GPU, 2026-12-04\n")  # a result's date, where it has one
+    # a result's date, where it has one, and its sub-folder of the results
+    gpu = section.index("### `toy` on NVIDIA H100: GPU, 2026-12-04 — `nested/`\n")
     assert cpu < gpu  # sorted by path: b-cpu.json before nested/a-cuda.json
     # the variant row: family, name, params, MiB, ms, memory and time ratios, then deq_iters
     assert "| toy | fast | 10 | 2 | 0.5 | 0.5 | 0.25 | 7 |" in section
