@@ -126,6 +126,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     # feature space (NOT comparable to published FIDs); 0 = skip, else > 128 (the feature dimension).
     evaluate.classifier_fd_samples = 10_000
     evaluate.classifier_path = ""  # '' = <cache_dir>/mnist_classifier.pt, trained there on first use
+    # MNIST: a sample counts as a recognisable digit when the classifier gives its label at least this probability.
+    evaluate.confidence_threshold = 0.9
     # Reference statistics and the classifier; '' = $SCORE_MATCHING_CACHE, else ~/.cache/deq-score-matching.
     evaluate.cache_dir = ""
 

@@ -31,7 +31,7 @@ from score_matching.evaluation.mnist_classifier import (
     save_classifier,
     train_classifier,
 )
-from score_matching.evaluation.sample_quality import to_classifier_size
+from score_matching.evaluation.sample_quality import classifier_label_statistics, to_classifier_size
 from score_matching.evaluation.statistics_cache import cached_statistics, statistics_path
 
 # --- Fréchet distance -----------------------------------------------------------------------
@@ -231,6 +231,41 @@ def test_classifier_input_is_brought_to_28_pixels():
     assert to_classifier_size(same) is same
 
 
+class _TableClassifier(torch.nn.Module):
+    """Returns the logits log(p) of the probability row whose index is an image's first pixel."""
+
+    def __init__(self, probabilities: torch.Tensor) -> None:
+        super().__init__()
+        self.log_p = torch.nn.Parameter(probabilities.log(), requires_grad=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.log_p[images[:, 0, 0, 0].long()]
+
+
+def test_label_statistics_of_hand_made_class_probabilities():
+    confident = lambda label: [0.95 if k == label else 0.05 / 9 for k in range(10)]
+    unsure = [0.5] + [0.5 / 9] * 9
+    rows = torch.tensor([confident(2), confident(5), unsure], dtype=torch.float64)
+    which = torch.tensor([0, 0, 0, 1, 2, 2])  # three confident 2s, one confident 5, two unsure
+    images = which.double().view(-1, 1, 1, 1).expand(-1, 1, 28, 28)
+    stats = classifier_label_statistics(_TableClassifier(rows), images, threshold=0.9, batch_size=4)
+    assert stats["confident_share"] == pytest.approx(4 / 6)
+    assert stats["confident_classes"] == 2
+    assert stats["class_entropy"] == pytest.approx((-0.75 * np.log(0.75) - 0.25 * np.log(0.25)) / np.log(10))
+    none = classifier_label_statistics(_TableClassifier(rows), images[4:], threshold=0.9)
+    assert none == {"confident_share": 0.0, "confident_classes": 0, "class_entropy": 0.0}
+    with pytest.raises(ValueError, match="threshold must lie in"):
+        classifier_label_statistics(_TableClassifier(rows), images, threshold=1.0)
+
+
+def test_label_statistics_tell_digits_from_noise(small_classifier, mnist_test_split):
+    digits = classifier_label_statistics(small_classifier, mnist_test_split[0][:2000], threshold=0.9)
+    assert digits["confident_share"] > 0.6 and digits["confident_classes"] == 10 and digits["class_entropy"] > 0.95
+    noise = torch.rand(2000, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    to_noise = classifier_label_statistics(small_classifier, noise, threshold=0.9)
+    assert to_noise["confident_share"] < 0.05 and to_noise["class_entropy"] < 0.5
+
+
 # --- wiring into the evaluation -------------------------------------------------------------
 
 
@@ -257,6 +292,11 @@ def test_image_metrics_report_the_classifier_fd_with_its_counts(small_classifier
     assert real["mnist_classifier_fd_samples"] == 300 and real["mnist_classifier_fd_reference_images"] == 2000
     assert "fid" not in real
     assert 0 < real["mnist_classifier_fd"] < 0.1 * noise["mnist_classifier_fd"]
+    ceiling = classifier_label_statistics(small_classifier, images, threshold=0.9)
+    for key, value in ceiling.items():
+        assert real[f"test_images_classifier_{key}"] == noise[f"test_images_classifier_{key}"] == value
+    assert real["classifier_confident_share"] > 0.6 and real["classifier_confident_classes"] == 10
+    assert noise["classifier_confident_share"] < 0.05 and noise["classifier_class_entropy"] < 0.5
     assert len(list((tmp_path / "cache").glob("mnist28-test--mnist-cnn-*--n2000.npz"))) == 1
 
 
@@ -293,6 +333,7 @@ def test_ncsn_evaluation_writes_the_classifier_fd_next_to_its_sample_count(small
     assert saved["mnist_classifier_fd_samples"] == 130 and saved["mnist_classifier_fd_reference_images"] == 10000
     assert np.isfinite(saved["mnist_classifier_fd"]) and saved["mnist_classifier_fd"] > 0
     assert "test_anneal_ssm_vr_loss" in saved and "fid" not in saved
+    assert 0 <= saved["classifier_confident_share"] <= 1 and saved["test_images_classifier_confident_classes"] == 10
 
 
 def test_vae_evaluation_writes_the_classifier_fd_of_decoder_samples(small_classifier, tmp_path, data_root):

@@ -2,7 +2,9 @@
 
 - MNIST data and eval.classifier_fd_samples > 0: `mnist_classifier_fd` (NOT comparable to
   published FIDs) against the test split, with the classifier at eval.classifier_path (trained
-  there on first use);
+  there on first use), and the classifier's label statistics (`classifier_confident_share`,
+  `classifier_confident_classes`, `classifier_class_entropy` at eval.confidence_threshold) of the
+  samples and, as their ceiling, of the test images (`test_images_classifier_*`);
 - eval.inception_weights set: the standard `fid` with eval.fid_samples samples against the
   training split.
 Samples are drawn once, as many as the larger of the two counts; every value is reported with
@@ -21,7 +23,12 @@ from torch.utils.data import Dataset
 
 from score_matching.evaluation.inception import load_inception, missing_weights_message
 from score_matching.evaluation.mnist_classifier import CLASSIFIER_FILE, FEATURE_DIM, load_or_train
-from score_matching.evaluation.sample_quality import inception_fid, mnist_classifier_fd
+from score_matching.evaluation.sample_quality import (
+    classifier_label_statistics,
+    inception_fid,
+    mnist_classifier_fd,
+    to_classifier_size,
+)
 from score_matching.evaluation.statistics_cache import file_digest, resolve_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -82,6 +89,10 @@ def image_sample_metrics(
         )
         metrics["mnist_classifier_fd_samples"] = n_fd
         metrics["mnist_classifier_fd_reference_images"] = len(test)
+        threshold = config.eval.confidence_threshold
+        for prefix, images in (("", samples[:n_fd]), ("test_images_", dataset_images(test))):
+            labelled = classifier_label_statistics(classifier, to_classifier_size(images), threshold)
+            metrics.update({f"{prefix}classifier_{key}": value for key, value in labelled.items()})
     if n_fid:
         metrics["fid"] = inception_fid(
             samples[:n_fid], extractor, f"tf-inception-pool3-{file_digest(config.eval.inception_weights)}",
