@@ -103,7 +103,8 @@ def training_summary(workdir: str | pathlib.Path, up_to_step: int | None = None)
 
     train_time_per_step_ms: median over the logged medians; train_peak_memory_mib: the largest
     logged peak (CUDA tensors on GPU, the process's peak RSS on CPU); train_steps_logged: the last
-    logged step; and the mean of each per-DEQ-layer solver statistic ('deq/...'). Empty when the
+    logged step; and the mean of each per-DEQ-layer solver statistic ('deq/...'), the last value of a
+    running total ('deq/..._total'). Empty when the
     file is missing (a checkpoint trained elsewhere).
     """
     path = pathlib.Path(workdir) / METRICS_FILE
@@ -119,5 +120,6 @@ def training_summary(workdir: str | pathlib.Path, up_to_step: int | None = None)
         "train_steps_logged": records[-1]["step"],
     }
     for key in sorted({k for r in records for k in r if k.startswith("deq/")}):
-        summary[f"train_{key}"] = float(np.mean([r[key] for r in records if key in r]))
+        values = [r[key] for r in records if key in r]
+        summary[f"train_{key}"] = float(values[-1] if key.endswith("_total") else np.mean(values))
     return summary
