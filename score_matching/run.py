@@ -2,8 +2,8 @@
 
 WORKDIR holds `checkpoints/checkpoint_<step>.pth` (kept snapshots), `checkpoints/best.pth` (the
 lowest validation loss so far, with training.val_freq > 0), `checkpoint-meta.pth` (the preemption
-checkpoint a restarted run resumes from), `metrics.jsonl`, `tensorboard/`, `samples/` and
-`eval.json`. `model_transform` and `model_metrics` are the hooks through which `main.py` applies
+checkpoint a restarted run resumes from), `config.json` (the config the workdir was started with;
+see `score_matching.workdir_config`), `metrics.jsonl`, `tensorboard/`, `samples/` and `eval.json`. `model_transform` and `model_metrics` are the hooks through which `main.py` applies
 patches and reads their diagnostics; this module never looks inside the model.
 """
 from __future__ import annotations
@@ -205,6 +205,11 @@ def train(
     validation_context: ValidationContext | None = None,
 ) -> None:
     """Trains `config.model`, resuming from WORKDIR's preemption checkpoint if one exists.
+
+    Before any work a restart checks its config against WORKDIR/config.json. On resume, stale
+    temporary files are removed and metrics.jsonl is cut back to the resumed step. An unreadable
+    preemption checkpoint is an error naming it and the newest readable snapshot, which
+    training.resume_from_snapshot resumes from.
 
     `validation_context(model)`, if given, is a context manager the validation loss is taken in
     (main.py's: DEQ layers with exact derivatives)."""
