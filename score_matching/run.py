@@ -3,8 +3,9 @@
 WORKDIR holds `checkpoints/checkpoint_<step>.pth` (kept snapshots), `checkpoints/best.pth` (the
 lowest validation loss so far, with training.val_freq > 0), `checkpoint-meta.pth` (the preemption
 checkpoint a restarted run resumes from), `config.json` (the config the workdir was started with;
-see `score_matching.workdir_config`), `metrics.jsonl`, `tensorboard/`, `samples/` and `eval.json`. `model_transform` and `model_metrics` are the hooks through which `main.py` applies
-patches and reads their diagnostics; this module never looks inside the model.
+see `score_matching.workdir_config`), `metrics.jsonl`, `tensorboard/`, `samples/` and `eval.json`.
+`model_transform` and `model_metrics` are the hooks through which `main.py` applies patches and
+reads their diagnostics; this module never looks inside the model.
 """
 from __future__ import annotations
 
