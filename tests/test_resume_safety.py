@@ -174,3 +174,21 @@ def test_checkpoints_hold_only_plain_data_and_the_rng_state_round_trips(tmp_path
     set_rng_state(load_checkpoint(tmp_path / "rng.pth")["rng"])
     assert (np.random.rand(), np.random.randn(), random.random(), torch.rand(1).item()) == expected
     assert torch.serialization.get_unsafe_globals_in_checkpoint(tmp_path / "rng.pth") == []
+
+
+def test_checkpoints_with_the_older_numpy_rng_state_still_load_and_restore_it(tmp_path):
+    """Before the RNG state was saved as tensors, checkpoints held numpy's state tuple (a uint32 array)
+    and Python's; the weights-only loader reads exactly those, and a resume restores them."""
+    import random
+
+    import numpy as np
+
+    from score_matching.checkpoint import set_rng_state
+
+    np.random.seed(11)
+    random.seed(13)
+    old_format = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    torch.save({"step": 7, "rng": old_format}, tmp_path / "old.pth")  # as the older save_checkpoint did
+    expected = (np.random.rand(), random.random(), torch.rand(1).item())
+    set_rng_state(load_checkpoint(tmp_path / "old.pth")["rng"])
+    assert (np.random.rand(), random.random(), torch.rand(1).item()) == expected
