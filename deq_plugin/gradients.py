@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from deq_plugin.solvers import SOLVERS, NonFiniteStateError, SolverResult
+from deq_plugin.solvers import SOLVERS, SolverResult
 
 Cell = Callable[[Tensor, Tensor], Tensor]
 
@@ -109,8 +109,12 @@ def _naming_the_layer(spec: FixedPointSpec, what: str) -> Iterator[None]:
     except _NAMED_ERRORS as error:
         if str(error).startswith(prefix):
             raise
-        named = NonFiniteStateError if isinstance(error, NonFiniteStateError) else type(error)
-        raise named(f"{prefix}: {what}: {error}") from error
+        message = f"{prefix}: {what}: {error}"
+        try:
+            named = type(error)(message)
+        except TypeError:  # an exception class that takes other arguments than a message
+            named = RuntimeError(message)
+        raise named from error
 
 
 class FixedPoint(torch.autograd.Function):

@@ -18,6 +18,9 @@ logger = logging.getLogger("score_matching")
 # write_atomically's temporary files: '<name>.<8 random characters>.tmp' (tempfile.mkstemp) next to `name`.
 _TEMPORARY = re.compile(r".+\.[a-z0-9_]{8}\.tmp")
 _SNAPSHOT = re.compile(r"checkpoint_(\d+)\.pth")
+# Checkpoints written before the RNG state was saved as tensors hold numpy's state as a uint32
+# array; the weights-only loader may rebuild exactly that (an array of plain numbers) and no more.
+_NUMPY_ARRAY_GLOBALS = [np.zeros(1, np.uint32).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 class UnreadableCheckpointError(RuntimeError):
@@ -66,7 +69,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, OSError) as error:
         raise UnreadableCheckpointError(f"cannot load checkpoint {path}: {_load_failure(error)}") from error
     if not isinstance(state, dict):
@@ -129,12 +133,16 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restores the generators saved by `rng_state`."""
+    """Restores the generators saved by `rng_state` (or, in older checkpoints, saved as numpy's and
+    Python's own state tuples)."""
     torch.set_rng_state(state["torch"])
-    numpy_state = state["numpy"]
-    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["position"],
-                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
-    python_state = state["python"]
-    random.setstate((python_state["version"], tuple(python_state["state"].tolist()), python_state["gauss"]))
+    numpy_state, python_state = state["numpy"], state["python"]
+    if isinstance(numpy_state, dict):
+        numpy_state = (numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["position"],
+                       numpy_state["has_gauss"], numpy_state["cached_gaussian"])
+    if isinstance(python_state, dict):
+        python_state = (python_state["version"], tuple(python_state["state"].tolist()), python_state["gauss"])
+    np.random.set_state(numpy_state)
+    random.setstate(tuple(python_state))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
