@@ -80,6 +80,12 @@ def get_default_config() -> ml_collections.ConfigDict:
     # stops once the best is patience steps old (the DKEF reference code's early stopping).
     training.val_freq = 0
     training.patience = 0
+    # A workdir remembers the config it was started with (WORKDIR/config.json); a restart whose
+    # model / deq / loss / data settings differ is refused unless allow_config_change is set.
+    training.allow_config_change = False
+    # An unreadable checkpoint-meta.pth stops a restart, naming the newest readable kept snapshot;
+    # with resume_from_snapshot the run resumes from that snapshot (the bad file is kept, renamed).
+    training.resume_from_snapshot = False
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.optimizer = "adam"

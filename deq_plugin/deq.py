@@ -101,8 +101,11 @@ class DEQ(nn.Module):
         self.warn_interval_s = warn_interval_s
         self.stats: DEQStats | None = None
         self._warm_z: Tensor | None = None
-        self._last_warning = float("-inf")
-        self._suppressed_warnings = 0
+        # Non-converged solves since construction, per direction ("forward", "backward"); warnings
+        # are rate-limited per direction, so a frequent forward one never hides a backward one.
+        self.unconverged_solves = {"forward": 0, "backward": 0}
+        self._last_warning = {"forward": float("-inf"), "backward": float("-inf")}
+        self._suppressed_warnings = {"forward": 0, "backward": 0}
 
     def extra_repr(self) -> str:
         return (
@@ -155,17 +158,23 @@ class DEQ(nn.Module):
         except NonFiniteStateError as error:
             raise NonFiniteStateError(f"DEQ layer {self.name!r}: {error}") from None
 
-    def _warn_unconverged(self, what: str, result: SolverResult, tol: float) -> None:
+    def _unconverged(self, direction: str, result: SolverResult, tol: float) -> None:
+        """Counts a non-converged solve of `direction` ("forward" or "backward") and warns, at most
+        once per warn_interval_s per direction."""
+        self.unconverged_solves[direction] += 1
         now = time.monotonic()
-        if now - self._last_warning < self.warn_interval_s:
-            self._suppressed_warnings += 1
+        if now - self._last_warning[direction] < self.warn_interval_s:
+            self._suppressed_warnings[direction] += 1
             return
+        suppressed = self._suppressed_warnings[direction]
+        what = "forward solve" if direction == "forward" else "adjoint (backward) solve"
         logger.warning(
-            "DEQ layer %r: %s did not converge in %d iterations (relative residual %.3g > tol %.3g)%s",
+            "DEQ layer %r: %s did not converge in %d iterations (relative residual %.3g > tol %.3g)%s%s",
             self.name, what, result.n_iter, result.rel_residual.max().item(), tol,
-            f"; {self._suppressed_warnings} similar warnings suppressed" if self._suppressed_warnings else "",
+            "; the gradients it gives are approximate" if direction == "backward" else "",
+            f"; {suppressed} similar {direction} warnings suppressed" if suppressed else "",
         )
-        self._last_warning, self._suppressed_warnings = now, 0
+        self._last_warning[direction], self._suppressed_warnings[direction] = now, 0
 
     def _report_backward(self, result: SolverResult) -> None:
         if self.stats is not None:
@@ -173,7 +182,7 @@ class DEQ(nn.Module):
             self.stats.backward_rel_residual = result.rel_residual.max().item()
             self.stats.backward_converged = result.converged
         if not result.converged:
-            self._warn_unconverged("adjoint (backward) solve", result, self.backward_tol)
+            self._unconverged("backward", result, self.backward_tol)
 
     def forward(self, u: Tensor, z0: Tensor | None = None, context: tuple = ()) -> Tensor:
         if not isinstance(u, Tensor) or u.dim() < 2:
@@ -203,7 +212,7 @@ class DEQ(nn.Module):
             elif track and self.grad == "implicit":
                 z = implicit_fixed_point(
                     self.cell, z, u, self.backward_solver, self.backward_tol, self.backward_max_iter,
-                    check_every, self._report_backward, context,
+                    check_every, self._report_backward, context, name=self.name,
                 )
         self.stats = DEQStats(
             n_iter=result.n_iter,
@@ -212,7 +221,7 @@ class DEQ(nn.Module):
             converged=result.converged,
         )
         if not result.converged:
-            self._warn_unconverged("forward solve", result, self.tol)
+            self._unconverged("forward", result, self.tol)
         if self.warm_start:
             self._warm_z = result.z.detach()
         return z

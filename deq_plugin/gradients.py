@@ -16,8 +16,9 @@ graph per solver iteration, and under vmap the Function's vmap rule solves the v
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -44,7 +45,7 @@ class FixedPointSpec:
     one). With `solve` the Function solves from the given start; without it the start is already
     z* (the DEQ solved it). `make_map(*inputs)`, when given, returns the map z -> fn(z, *inputs)
     with the work that does not depend on z done once (the adjoint's vjp). `report` receives every
-    solve's result.
+    solve's result; `name` (the DEQ layer's) starts every error raised while solving or differentiating.
     """
 
     fn: Callable[..., Tensor]
@@ -55,6 +56,7 @@ class FixedPointSpec:
     report: Callable[[SolverResult], None]
     solve: bool = False
     make_map: Callable[..., Callable[[Tensor], Tensor]] | None = None
+    name: str = "DEQ"
 
     def solver_map(self, *inputs: Tensor) -> Callable[[Tensor], Tensor]:
         """z -> fn(z, *inputs), as the solver iterates it."""
@@ -95,6 +97,26 @@ class FixedPointSpec:
         return replace(self, fn=torch.func.vmap(self.fn, in_dims=in_dims), make_map=None)
 
 
+_NAMED_ERRORS = (RuntimeError, ValueError, FloatingPointError)
+
+
+@contextmanager
+def _naming_the_layer(spec: FixedPointSpec, what: str) -> Iterator[None]:
+    """Re-raises an error of `what` with the layer's name in front, unless an inner solve already named it."""
+    prefix = f"DEQ layer {spec.name!r}"
+    try:
+        yield
+    except _NAMED_ERRORS as error:
+        if str(error).startswith(prefix):
+            raise
+        message = f"{prefix}: {what}: {error}"
+        try:
+            named = type(error)(message)
+        except TypeError:  # an exception class that takes other arguments than a message
+            named = RuntimeError(message)
+        raise named from error
+
+
 class FixedPoint(torch.autograd.Function):
     """z* = fn(z*, *inputs), returned with exact implicit derivatives in reverse and forward mode.
 
@@ -110,7 +132,7 @@ class FixedPoint(torch.autograd.Function):
     def forward(spec: FixedPointSpec, z_start: Tensor, *inputs: Tensor) -> Tensor:
         if not spec.solve:
             return z_start.clone()
-        with torch.no_grad():
+        with torch.no_grad(), _naming_the_layer(spec, "implicit derivative (adjoint or tangent) solve"):
             result = SOLVERS.get(spec.solver)(
                 spec.solver_map(*inputs), z_start, tol=spec.tol, max_iter=spec.max_iter, check_every=spec.check_every,
             )
@@ -128,16 +150,18 @@ class FixedPoint(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         z, *inputs = ctx.saved_tensors
         spec: FixedPointSpec = ctx.spec
-        w = FixedPoint.apply(spec.adjoint(), grad, grad, z, *inputs)
-        _, vjp_all = torch.func.vjp(spec.fn, z, *inputs)
-        _, *grad_inputs = vjp_all(w)
+        with _naming_the_layer(spec, "implicit backward"):
+            w = FixedPoint.apply(spec.adjoint(), grad, grad, z, *inputs)
+            _, vjp_all = torch.func.vjp(spec.fn, z, *inputs)
+            _, *grad_inputs = vjp_all(w)
         return (None, None, *grad_inputs)
 
     @staticmethod
     def jvp(ctx, _spec_tangent: None, _z_start_tangent: Tensor | None, *input_tangents: Tensor | None) -> Tensor:
         z, *inputs = ctx.saved_tensors
         tangents = [torch.zeros_like(x) if t is None else t for x, t in zip(inputs, input_tangents)]
-        return FixedPoint.apply(ctx.spec.tangent(), torch.zeros_like(z), z, *inputs, *tangents)
+        with _naming_the_layer(ctx.spec, "implicit forward-mode derivative"):
+            return FixedPoint.apply(ctx.spec.tangent(), torch.zeros_like(z), z, *inputs, *tangents)
 
     @staticmethod
     def vmap(info, in_dims: tuple, spec: FixedPointSpec, z_start: Tensor, *inputs: Tensor) -> tuple[Tensor, int]:
@@ -161,11 +185,12 @@ def implicit_fixed_point(
     check_every: int,
     report: Callable[[SolverResult], None],
     context: tuple = (),
+    name: str = "DEQ",
 ) -> Tensor:
     """z* = cell(z*, u, *context) returned with an exact implicit backward of any order.
 
     u and the cell's parameters are the differentiable inputs; `context` and the buffers are
-    constants. The adjoint systems are solved with `solver` to `tol`.
+    constants. The adjoint systems are solved with `solver` to `tol`; errors start with `name`.
     """
     names = [name for name, _ in cell.named_parameters()]
     params = [p for _, p in cell.named_parameters()]
@@ -176,5 +201,5 @@ def implicit_fixed_point(
         state.update(buffers)
         return functional_call(cell, state, (z_, u_, *context))
 
-    spec = FixedPointSpec(cell_fn, solver, tol, max_iter, check_every, report)
+    spec = FixedPointSpec(cell_fn, solver, tol, max_iter, check_every, report, name=name)
     return FixedPoint.apply(spec, z_star.detach(), u, *params)

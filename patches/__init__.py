@@ -129,7 +129,8 @@ def apply_patch(model: nn.Module, model_name: str, deq_config: ConfigDict, examp
 
 
 def deq_layer_stats(model: nn.Module) -> dict[str, float]:
-    """Solver statistics of every DEQ layer after the latest forward, keyed 'deq/<layer>/<stat>'."""
+    """Solver statistics of every DEQ layer after the latest forward, keyed 'deq/<layer>/<stat>', and
+    the running totals of its non-converged forward and backward solves ('.../unconverged_*_total')."""
     stats: dict[str, float] = {}
     for module in model.modules():
         if isinstance(module, DEQ) and module.stats is not None:
@@ -139,4 +140,6 @@ def deq_layer_stats(model: nn.Module) -> dict[str, float]:
             stats[f"{prefix}/converged"] = float(module.stats.converged)
             if module.stats.backward_n_iter is not None:
                 stats[f"{prefix}/backward_iterations"] = float(module.stats.backward_n_iter)
+            for direction, count in module.unconverged_solves.items():
+                stats[f"{prefix}/unconverged_{direction}_total"] = float(count)
     return stats

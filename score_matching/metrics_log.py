@@ -3,13 +3,50 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pathlib
 import time
 from typing import Mapping
 
 import numpy as np
 
+from score_matching.checkpoint import write_atomically
+
 logger = logging.getLogger("score_matching")
+
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """The records of a metrics.jsonl file; a line that is not one JSON object (a write cut short
+    by a kill) is dropped with a warning naming the file and line."""
+    path = pathlib.Path(path)
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            logger.warning("%s line %d is not a complete metrics record (a write cut short?); dropped: %.80r",
+                           path, number, line)
+            continue
+        records.append(record)
+    return records
+
+
+def cut_metrics_back(workdir: str | os.PathLike, step: int) -> None:
+    """Keeps only the records of WORKDIR/metrics.jsonl at or before `step` (and drops torn lines),
+    so that a run resumed from `step` does not log the steps after it twice. Rewritten atomically."""
+    path = pathlib.Path(workdir) / METRICS_FILE
+    if not path.exists():
+        return
+    records = read_metrics(path)
+    kept = [r for r in records if r["step"] <= step]
+    if len(kept) < len(records):
+        logger.info("%s: dropped %d records after the resumed step %d", path, len(records) - len(kept), step)
+    write_atomically(path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in kept).encode()))
 
 
 class MetricsWriter:
@@ -17,7 +54,7 @@ class MetricsWriter:
 
     def __init__(self, workdir: str | pathlib.Path, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.path = pathlib.Path(workdir) / "metrics.jsonl"
+        self.path = pathlib.Path(workdir) / METRICS_FILE
         self._tb = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
@@ -66,13 +103,14 @@ def training_summary(workdir: str | pathlib.Path, up_to_step: int | None = None)
 
     train_time_per_step_ms: median over the logged medians; train_peak_memory_mib: the largest
     logged peak (CUDA tensors on GPU, the process's peak RSS on CPU); train_steps_logged: the last
-    logged step; and the mean of each per-DEQ-layer solver statistic ('deq/...'). Empty when the
+    logged step; and the mean of each per-DEQ-layer solver statistic ('deq/...'), the last value of a
+    running total ('deq/..._total'). Empty when the
     file is missing (a checkpoint trained elsewhere).
     """
-    path = pathlib.Path(workdir) / "metrics.jsonl"
+    path = pathlib.Path(workdir) / METRICS_FILE
     if not path.exists():
         return {}
-    records = [r for r in map(json.loads, path.read_text().splitlines())
+    records = [r for r in read_metrics(path)
                if "time_per_step_ms" in r and (up_to_step is None or r["step"] <= up_to_step)]
     if not records:
         return {}
@@ -82,5 +120,6 @@ def training_summary(workdir: str | pathlib.Path, up_to_step: int | None = None)
         "train_steps_logged": records[-1]["step"],
     }
     for key in sorted({k for r in records for k in r if k.startswith("deq/")}):
-        summary[f"train_{key}"] = float(np.mean([r[key] for r in records if key in r]))
+        values = [r[key] for r in records if key in r]
+        summary[f"train_{key}"] = float(values[-1] if key.endswith("_total") else np.mean(values))
     return summary

@@ -2,14 +2,16 @@
 
 WORKDIR holds `checkpoints/checkpoint_<step>.pth` (kept snapshots), `checkpoints/best.pth` (the
 lowest validation loss so far, with training.val_freq > 0), `checkpoint-meta.pth` (the preemption
-checkpoint a restarted run resumes from), `metrics.jsonl`, `tensorboard/`, `samples/` and
-`eval.json`. `model_transform` and `model_metrics` are the hooks through which `main.py` applies
-patches and reads their diagnostics; this module never looks inside the model.
+checkpoint a restarted run resumes from), `config.json` (the config the workdir was started with;
+see `score_matching.workdir_config`), `metrics.jsonl`, `tensorboard/`, `samples/` and `eval.json`.
+`model_transform` and `model_metrics` are the hooks through which `main.py` applies patches and
+reads their diagnostics; this module never looks inside the model.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import pathlib
 import math
 import resource
@@ -25,13 +27,23 @@ from ml_collections import ConfigDict
 from torch import nn
 
 from score_matching.batching import batch_indices
-from score_matching.checkpoint import load_checkpoint, load_state_strict, rng_state, save_checkpoint, set_rng_state
+from score_matching.checkpoint import (
+    UnreadableCheckpointError,
+    load_checkpoint,
+    load_state_strict,
+    newest_readable_snapshot,
+    remove_stale_temporaries,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from score_matching.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from score_matching.ema import ExponentialMovingAverage
-from score_matching.metrics_log import MetricsWriter, Progress, training_summary
+from score_matching.metrics_log import MetricsWriter, Progress, cut_metrics_back, training_summary
 from score_matching.optim import get_optimize_fn, get_optimizer
 from score_matching.sampling import save_image_grid, save_samples_npz
 from score_matching.tasks import ModelTransform, Task, build_task
+from score_matching.workdir_config import check_workdir_config, store_workdir_config
 
 logger = logging.getLogger("score_matching")
 ModelMetrics = Callable[[nn.Module], dict[str, float]]
@@ -130,8 +142,11 @@ def _save(workdir: pathlib.Path, name: str, task: Task, ema, optimizer, step: in
     save_checkpoint(workdir / name, state)
 
 
-def _restore(path: pathlib.Path, task: Task, ema, optimizer, device: torch.device) -> tuple[int, Selection]:
-    state = load_checkpoint(path, map_location=device)
+def _restore(path: pathlib.Path, task: Task, ema, optimizer, device: torch.device,
+             state: dict | None = None) -> tuple[int, Selection]:
+    """Restores the checkpoint at `path` (its already loaded `state`, when given)."""
+    if state is None:
+        state = load_checkpoint(path, map_location=device)
     load_state_strict(task.model, state["model"], f"model in {path}")
     ema.load_state_dict(state["ema"])
     if optimizer is not None:
@@ -139,6 +154,38 @@ def _restore(path: pathlib.Path, task: Task, ema, optimizer, device: torch.devic
     set_rng_state(state["rng"])
     # Checkpoints written before model selection existed carry no "selection": nothing was selected.
     return state["step"], Selection(**state.get("selection", {}))
+
+
+def _resume_point(workdir: pathlib.Path, device: torch.device, take_snapshot: bool,
+                  info: DistInfo) -> tuple[pathlib.Path, dict] | None:
+    """The checkpoint a restarted run resumes from and its state: the preemption checkpoint, or
+    None on a first start. When it cannot be read, the newest readable kept snapshot, with
+    `take_snapshot` (the unreadable file is then renamed '<name>.unreadable-<time>', never
+    overwritten); without it an error naming both files."""
+    path = workdir / PREEMPTION_CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        return path, load_checkpoint(path, map_location=device)
+    except UnreadableCheckpointError as error:
+        found = newest_readable_snapshot(workdir / "checkpoints", map_location=device)
+        if found is None:
+            raise UnreadableCheckpointError(f"{error}; there is no readable snapshot in {workdir / 'checkpoints'} "
+                                            "to resume from either") from error
+        snapshot, state = found
+        if not take_snapshot:
+            raise UnreadableCheckpointError(
+                f"{error}. The newest readable snapshot is {snapshot} (step {state['step']}): pass "
+                "--config.training.resume_from_snapshot=true to resume from it (the unreadable file is kept, "
+                "renamed), or move the unreadable file away to start over"
+            ) from error
+    barrier(info)  # every process has read the snapshot before the bad file is moved
+    if info.is_main:
+        kept = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
+        os.replace(path, kept)
+        logger.warning("%s is unreadable; kept it as %s and resumed from %s (step %d)", path, kept, snapshot,
+                       state["step"])
+    return snapshot, state
 
 
 def _with_ema(task: Task, ema: ExponentialMovingAverage, fn: Callable[[], object]) -> object:
@@ -160,9 +207,15 @@ def train(
 ) -> None:
     """Trains `config.model`, resuming from WORKDIR's preemption checkpoint if one exists.
 
+    Before any work a restart checks its config against WORKDIR/config.json. On resume, stale
+    temporary files are removed and metrics.jsonl is cut back to the resumed step. An unreadable
+    preemption checkpoint is an error naming it and the newest readable snapshot, which
+    training.resume_from_snapshot resumes from.
+
     `validation_context(model)`, if given, is a context manager the validation loss is taken in
     (main.py's: DEQ layers with exact derivatives)."""
     workdir_path = pathlib.Path(workdir)
+    config_changes = check_workdir_config(config, workdir_path)
     task, device, info = _setup(config, model_transform)
     model = task.model
     optimizer = get_optimizer(config, model.parameters())
@@ -173,10 +226,17 @@ def train(
             f"training.val_freq={training.val_freq} selects models on a validation loss, which the "
             f"{config.model.name!r} task does not define; set training.val_freq=0"
         )
+    if info.is_main:
+        for folder in (workdir_path, workdir_path / "checkpoints"):
+            remove_stale_temporaries(folder)
     start, selection = 0, Selection()
-    if (workdir_path / PREEMPTION_CHECKPOINT).is_file():
-        start, selection = _restore(workdir_path / PREEMPTION_CHECKPOINT, task, ema, optimizer, device)
-        logger.info("resumed from %s at step %d", workdir_path / PREEMPTION_CHECKPOINT, start)
+    resume = _resume_point(workdir_path, device, training.resume_from_snapshot, info)
+    if resume is not None:
+        start, selection = _restore(resume[0], task, ema, optimizer, device, state=resume[1])
+        logger.info("resumed from %s at step %d", resume[0], start)
+    if info.is_main:
+        cut_metrics_back(workdir_path, start)
+        store_workdir_config(config, workdir_path, config_changes)
     if selection.stopped:
         logger.info("training stopped early at step %d (best validation loss %.4g at step %d); nothing to do",
                     start, selection.best_loss, selection.best_step)

@@ -243,3 +243,23 @@ def test_registry_names_and_entry_point(data_root):
     assert get_dataset("gaussian", dim=7, sizes=(5, 2, 3)).train.shape == (5, 7)
     with pytest.raises(KeyError, match="'imagenet'.*valid.*parkinsons"):
         get_dataset("imagenet")
+
+
+@pytest.mark.parametrize("bad_value", ["nan", "inf", "-Infinity"])
+def test_a_non_finite_value_in_a_uci_file_is_named_by_file_line_and_column(tmp_path, bad_value):
+    rows = [[f"{v:g}" for v in row] for row in _wine_rows(40)]
+    rows[16][4] = bad_value  # data row 17, column 5 ("chlorides")
+    lines = [WINE_HEADER] + [";".join(row) for row in rows]
+    lines.insert(5, "")  # a blank line before data row 5: file lines and data rows differ by two from there on
+    (tmp_path / "uci").mkdir()
+    path = tmp_path / "uci" / "winequality-red.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError) as error:
+        load_uci("redwine", tmp_path)
+    message = str(error.value)
+    assert str(path) in message
+    assert "line 19 (data row 17), column 5 ('chlorides')" in message and "1 non-finite value(s)" in message
+    # Without a header the column has no name; the line is the data row.
+    path.write_text("\n".join(",".join(row) for row in rows) + "\n")
+    with pytest.raises(ValueError, match=r"non-finite value .* at line 17 \(data row 17\), column 5;"):
+        load_uci("redwine", tmp_path)
