@@ -17,9 +17,9 @@ FLAGS = [
 ]
 
 
-def _train(workdir: pathlib.Path, nproc: int, data_root: pathlib.Path) -> dict:
+def _train(workdir: pathlib.Path, nproc: int, mnist_root: pathlib.Path) -> dict:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
-    env = {**os.environ, "SCORE_MATCHING_DATA": str(data_root), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "SCORE_MATCHING_DATA": str(mnist_root), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([*launcher, "main.py", f"--workdir={workdir}", *FLAGS], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=600)
     # Both streams, so that a rare launcher failure (rendezvous, port) can be diagnosed from CI's log.
@@ -27,11 +27,11 @@ def _train(workdir: pathlib.Path, nproc: int, data_root: pathlib.Path) -> dict:
     return torch.load(workdir / "checkpoint-meta.pth", weights_only=False)["model"]
 
 
-def test_two_process_run_matches_one_process_run(tmp_path, data_root):
+def test_two_process_run_matches_one_process_run(tmp_path, mnist_root):
     if shutil.which("torchrun") is None and not hasattr(torch.distributed, "run"):
         pytest.skip("torch.distributed.run is not available")
-    single = _train(tmp_path / "one", 1, data_root)
-    double = _train(tmp_path / "two", 2, data_root)
+    single = _train(tmp_path / "one", 1, mnist_root)
+    double = _train(tmp_path / "two", 2, mnist_root)
     assert single.keys() == double.keys()
     for key in single:
         assert torch.allclose(single[key], double[key], rtol=1e-5, atol=1e-6), key

@@ -22,7 +22,7 @@ from .transforms import (
     ssm_dequantize,
     uniform_dequantize,
 )
-from .uci import PROTOCOLS, UCI_NAMES, UCIData, load_uci, read_uci_table
+from .uci import PROTOCOLS, UCI_NAMES, UCIData, find_uci_file, load_uci, read_uci_table
 
 __all__ = [
     "DATASETS", "get_dataset",
@@ -36,5 +36,5 @@ __all__ = [
     "read_numeric_table",
     "NICE_PREPROCESSINGS", "clamped_logit_transform", "fit_image_size", "inverse_logit_transform", "logit_transform",
     "logit_transform_logdet", "ssm_dequantize", "uniform_dequantize",
-    "PROTOCOLS", "UCI_NAMES", "UCIData", "load_uci", "read_uci_table",
+    "PROTOCOLS", "UCI_NAMES", "UCIData", "find_uci_file", "load_uci", "read_uci_table",
 ]
