@@ -76,8 +76,9 @@ class PhaseProgress:
 
     `update(done)` logs 'phase: done/total unit (pct), elapsed, ETA' when `interval_s` seconds have
     passed since the last line (or since the start), and a closing line when the last unit is done
-    if the phase took that long; short phases stay silent. `clock` and `emit` are replaceable (tests
-    use a fake clock); the ETA assumes the rate since the start.
+    if the phase took that long; short phases stay silent. `interval_s` defaults to REPORT_INTERVAL_S,
+    `clock` to time.monotonic, `emit` to the "score_matching" logger (tests pass a fake clock); the
+    ETA assumes the rate since the start.
     """
 
     def __init__(
@@ -85,15 +86,16 @@ class PhaseProgress:
         phase: str,
         total: int,
         unit: str = "steps",
-        interval_s: float = REPORT_INTERVAL_S,
-        clock: Callable[[], float] = time.monotonic,
+        interval_s: float | None = None,
+        clock: Callable[[], float] | None = None,
         emit: Callable[[str], None] | None = None,
     ) -> None:
         if total < 1:
             raise ValueError(f"total must be >= 1, got {total!r}")
-        self.phase, self.total, self.unit, self.interval_s = phase, total, unit, interval_s
-        self._clock, self._emit = clock, emit or logger.info
-        self._start = self._last = clock()
+        self.phase, self.total, self.unit = phase, total, unit
+        self.interval_s = REPORT_INTERVAL_S if interval_s is None else interval_s
+        self._clock, self._emit = clock or time.monotonic, emit or logger.info
+        self._start = self._last = self._clock()
 
     def line(self, done: int, detail: str = "") -> str:
         """'phase: done/total unit (pct) | detail | elapsed H:MM:SS, ETA H:MM:SS'."""
