@@ -21,18 +21,27 @@ def data_root_or_skip() -> pathlib.Path:
     return root
 
 
-def require_dataset(name: str) -> pathlib.Path:
-    """The data root holding data set `name` (MNIST or a UCI set; others need no files); skips the
-    test, naming the data set and the missing file, when it is not there."""
-    if name != "mnist" and name not in UCI_NAMES:
-        return resolve_data_root(None)
-    root = data_root_or_skip()
+def missing_dataset(name: str) -> str:
+    """Why data set `name` (MNIST or a UCI set; others need no files) is not usable under the data
+    root, or '' when it is."""
+    root = resolve_data_root(None)
     try:
         if name == "mnist":
             for key in MNIST_FILES:
                 find_mnist_file(root, key)
-        else:
+        elif name in UCI_NAMES:
             find_uci_file(name, root)
     except FileNotFoundError as error:
-        pytest.skip(f"data set {name!r} missing: {str(error).splitlines()[0].removesuffix('; looked for:')}")
-    return root
+        return f"data set {name!r} missing: {str(error).splitlines()[0].removesuffix('; looked for:')}"
+    return ""
+
+
+def require_dataset(*names: str) -> pathlib.Path:
+    """The data root holding every data set in `names`; skips the test, naming each missing data set
+    and its file, when one is not there."""
+    if any(name == "mnist" or name in UCI_NAMES for name in names):
+        data_root_or_skip()
+    reasons = [reason for reason in map(missing_dataset, names) if reason]
+    if reasons:
+        pytest.skip("; ".join(reasons))
+    return resolve_data_root(None)

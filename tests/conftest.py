@@ -29,7 +29,5 @@ def mnist_root() -> pathlib.Path:
 
 @pytest.fixture
 def uci_root() -> pathlib.Path:
-    """The data root holding the three UCI sets; tests that need them are skipped, naming the missing one."""
-    for name in ("parkinsons", "redwine", "whitewine"):
-        root = require_dataset(name)
-    return root
+    """The data root holding the three UCI sets; tests that need them are skipped, naming the missing ones."""
+    return require_dataset("parkinsons", "redwine", "whitewine")
