@@ -121,7 +121,11 @@ def show(config: ConfigDict) -> None:
 
 def train_command(workdir: str) -> str:
     """The command line of this run with --mode=train: what makes the missing checkpoint."""
-    args = [a for a in sys.argv[1:] if not a.startswith("--mode")]
+    args, skip_value = [], False
+    for arg in sys.argv[1:]:
+        if not skip_value and not arg.startswith("--mode"):
+            args.append(arg)
+        skip_value = arg == "--mode"  # '--mode eval': its value is the next argument
     if not any(a.startswith("--workdir") for a in args):
         args.append(f"--workdir={workdir}")
     return shlex.join(["python", "main.py", *args])
