@@ -1,4 +1,5 @@
-"""Training metrics: TensorBoard scalars, WORKDIR/metrics.jsonl, and a progress line."""
+"""Training metrics: TensorBoard scalars, WORKDIR/metrics.jsonl, a training progress line, and
+`PhaseProgress`, the throttled progress-with-ETA lines of every other long phase."""
 from __future__ import annotations
 
 import json
@@ -6,7 +7,7 @@ import logging
 import os
 import pathlib
 import time
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -95,6 +96,68 @@ class Progress:
             f"step {step}/{self.total} loss {loss:.5g} | {self.examples / per_step:.1f} ex/s, "
             f"{per_step * 1e3:.1f} ms/step, ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}"
         )
+
+
+# A long phase reports at most this often, so that a user sees a line at least every 30 s.
+REPORT_INTERVAL_S = 10.0
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as H:MM:SS."""
+    seconds = max(int(round(seconds)), 0)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class PhaseProgress:
+    """Progress of one long phase (sampling, feature extraction, ...) in `total` units of work.
+
+    `update(done)` logs 'phase: done/total unit (pct), elapsed, ETA' when `interval_s` seconds have
+    passed since the last line (or since the start), and a closing line when the last unit is done
+    if the phase took that long; short phases stay silent. `interval_s` defaults to REPORT_INTERVAL_S,
+    `clock` to time.monotonic, `emit` to the "score_matching" logger (tests pass a fake clock); the
+    ETA assumes the rate since the start.
+    """
+
+    def __init__(
+        self,
+        phase: str,
+        total: int,
+        unit: str = "steps",
+        interval_s: float | None = None,
+        clock: Callable[[], float] | None = None,
+        emit: Callable[[str], None] | None = None,
+    ) -> None:
+        if total < 1:
+            raise ValueError(f"total must be >= 1, got {total!r}")
+        self.phase, self.total, self.unit = phase, total, unit
+        self.interval_s = REPORT_INTERVAL_S if interval_s is None else interval_s
+        self._clock, self._emit = clock or time.monotonic, emit or logger.info
+        self._start = self._last = self._clock()
+
+    def line(self, done: int, detail: str = "") -> str:
+        """'phase: done/total unit (pct) | detail | elapsed H:MM:SS, ETA H:MM:SS'."""
+        elapsed = self._clock() - self._start
+        eta = elapsed / done * (self.total - done) if done > 0 else float("nan")
+        parts = [f"{self.phase}: {done}/{self.total} {self.unit} ({100 * done / self.total:.0f}%)"]
+        if detail:
+            parts.append(detail)
+        eta_text = format_duration(eta) if done > 0 else "unknown"
+        parts.append(f"elapsed {format_duration(elapsed)}, ETA {eta_text}")
+        return " | ".join(parts)
+
+    def update(self, done: int, detail: str = "") -> bool:
+        """Logs a line if one is due (see the class docstring); returns whether it did."""
+        now = self._clock()
+        finished = done >= self.total
+        if now - self._last < self.interval_s and not (finished and now - self._start >= self.interval_s):
+            return False
+        self._last = now
+        self._emit(self.line(done, detail))
+        return True
+
+    def reported(self) -> None:
+        """Tells the throttle that the caller has just logged its own progress line."""
+        self._last = self._clock()
 
 
 def training_summary(workdir: str | pathlib.Path, up_to_step: int | None = None) -> dict[str, float]:

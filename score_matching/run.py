@@ -15,6 +15,7 @@ import os
 import pathlib
 import math
 import resource
+import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -39,7 +40,7 @@ from score_matching.checkpoint import (
 )
 from score_matching.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from score_matching.ema import ExponentialMovingAverage
-from score_matching.metrics_log import MetricsWriter, Progress, cut_metrics_back, training_summary
+from score_matching.metrics_log import MetricsWriter, PhaseProgress, Progress, cut_metrics_back, training_summary
 from score_matching.optim import get_optimize_fn, get_optimizer
 from score_matching.sampling import save_image_grid, save_samples_npz
 from score_matching.tasks import ModelTransform, Task, build_task
@@ -215,6 +216,7 @@ def train(
     `validation_context(model)`, if given, is a context manager the validation loss is taken in
     (main.py's: DEQ layers with exact derivatives)."""
     workdir_path = pathlib.Path(workdir)
+    check_workdir_writable(workdir_path, create=True)
     config_changes = check_workdir_config(config, workdir_path)
     task, device, info = _setup(config, model_transform)
     model = task.model
@@ -242,7 +244,12 @@ def train(
                     start, selection.best_loss, selection.best_step)
         return
     writer = MetricsWriter(workdir_path, enabled=info.is_main)
+    if info.is_main:
+        logger.info("training %s for steps %d-%d into %s", config.model.name, start + 1, training.n_iters,
+                    workdir_path.resolve())
     progress = Progress(start, training.n_iters, training.batch_size)
+    # Between log_freq lines, slow steps still give a progress line every REPORT_INTERVAL_S seconds.
+    ticker = PhaseProgress("training", training.n_iters, emit=logger.info if info.is_main else lambda line: None)
     step_times: list[float] = []
     step_fn = get_step_fn(config, task, optimizer, ema, info)
     for step in range(start, training.n_iters):
@@ -265,6 +272,9 @@ def train(
             writer.write(done, scalars)
             if info.is_main:
                 logger.info(progress.line(done, mean_loss))
+            ticker.reported()
+        else:
+            ticker.update(done)
         if training.eval_freq > 0 and done % training.eval_freq == 0:
             scalars = _with_ema(task, ema, lambda: task.quick_eval(model))
             writer.write(done, {f"eval/{k}": v for k, v in scalars.items()})
@@ -306,16 +316,40 @@ def _select(task: Task, ema, optimizer, workdir: pathlib.Path, writer: MetricsWr
         selection.stopped = True
 
 
-def _draw_and_save(config: ConfigDict, task: Task, folder: pathlib.Path, stem: str) -> None:
-    """Draws config.sampling.n_samples images and saves them as a PNG grid and an .npz."""
+def _draw_and_save(config: ConfigDict, task: Task, folder: pathlib.Path, stem: str) -> pathlib.Path:
+    """Draws config.sampling.n_samples images and saves them as a PNG grid and an .npz; returns the grid's path."""
+    grid = folder / f"{stem}.png"
+    logger.info("drawing %d samples into %s (and .npz)", config.sampling.n_samples, grid)
     generator = torch.Generator(device=next(task.model.parameters()).device).manual_seed(config.seed)
     samples = task.sample(task.model, config.sampling.n_samples, generator)
     folder.mkdir(parents=True, exist_ok=True)
-    save_image_grid(samples, folder / f"{stem}.png", nrow=int(len(samples) ** 0.5))
+    save_image_grid(samples, grid, nrow=int(len(samples) ** 0.5))
     save_samples_npz(samples, folder / f"{stem}.npz")
+    logger.info("wrote %s", grid)
+    return grid
 
 
-def _checkpoint_path(workdir: pathlib.Path, which: str) -> pathlib.Path:
+class WorkdirNotWritableError(OSError):
+    """The workdir cannot be written to, found before any work is done."""
+
+
+def check_workdir_writable(workdir: str | pathlib.Path, create: bool) -> None:
+    """Raises WorkdirNotWritableError unless a file can be created in `workdir` (made first if `create`)."""
+    path = pathlib.Path(workdir)
+    try:
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise WorkdirNotWritableError(
+            f"workdir {str(path)!r} is not writable ({type(error).__name__}: {error.strerror or error}); "
+            "choose another --workdir"
+        ) from error
+
+
+def checkpoint_path(workdir: pathlib.Path, which: str) -> pathlib.Path:
+    """The checkpoint file that eval.checkpoint (latest | best | a step number) names in `workdir`."""
     if which == "latest":
         return workdir / PREEMPTION_CHECKPOINT
     if which == "best":
@@ -330,7 +364,7 @@ def load_for_eval(config: ConfigDict, workdir: str, model_transform: ModelTransf
     config.eval.use_ema), its EMA and its step."""
     task, device, _ = _setup(config, model_transform)
     ema = ExponentialMovingAverage(task.model, config.model.ema_rate)
-    path = _checkpoint_path(pathlib.Path(workdir), str(config.eval.checkpoint))
+    path = checkpoint_path(pathlib.Path(workdir), str(config.eval.checkpoint))
     step, _ = _restore(path, task, ema, None, device)
     if config.eval.use_ema:
         ema.swap_in(task.model)
@@ -339,8 +373,11 @@ def load_for_eval(config: ConfigDict, workdir: str, model_transform: ModelTransf
 
 
 def evaluate(config: ConfigDict, workdir: str, model_transform: ModelTransform, model_metrics: ModelMetrics) -> dict:
-    """Evaluates a checkpoint with autograd on (score-matching metrics need it); writes eval.json."""
+    """Evaluates a checkpoint with autograd on (score-matching metrics need it); prints the metrics on
+    stdout, then writes them to eval.json (the workdir is checked for writing before any work)."""
+    check_workdir_writable(workdir, create=False)
     task, _, step = load_for_eval(config, workdir, model_transform)
+    logger.info("evaluating %s at step %d (eval.json goes to %s)", config.model.name, step, pathlib.Path(workdir).resolve())
     if task.prepare_eval is not None:
         task.prepare_eval(task.model)
     metrics = {
@@ -350,17 +387,22 @@ def evaluate(config: ConfigDict, workdir: str, model_transform: ModelTransform, 
         **model_metrics(task.model),
         **training_summary(workdir, up_to_step=step),
     }
+    text = json.dumps(metrics, indent=2, sort_keys=True) + "\n"
+    print(text, end="", flush=True)  # before the write, so a failing write loses nothing
     path = pathlib.Path(workdir) / "eval.json"
-    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    logger.info("wrote %s: %s", path, metrics)
+    path.write_text(text)
+    logger.info("wrote %s", path)
     return metrics
 
 
 def sample(config: ConfigDict, workdir: str, model_transform: ModelTransform) -> pathlib.Path:
-    """Draws config.sampling.n_samples images from a checkpoint into WORKDIR/samples."""
+    """Draws config.sampling.n_samples images from a checkpoint into WORKDIR/samples (the workdir is
+    checked for writing before any work); prints the grid's path on stdout."""
+    check_workdir_writable(workdir, create=False)
     task, _, step = load_for_eval(config, workdir, model_transform)
     if task.sample is None:
         raise ValueError(f"model {config.model.name!r} does not generate images; --mode=sample is for image models")
     folder = pathlib.Path(workdir) / "samples"
-    _draw_and_save(config, task, folder, f"sample_step_{step}")
+    grid = _draw_and_save(config, task, folder, f"sample_step_{step}")
+    print(f"samples: {grid} ({config.sampling.n_samples} images, step {step}; arrays in {grid.with_suffix('.npz')})", flush=True)
     return folder

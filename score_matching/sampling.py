@@ -15,6 +15,8 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from score_matching.metrics_log import PhaseProgress
+
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 StepCallback = Callable[[int, Tensor], None]
 
@@ -121,6 +123,22 @@ def annealed_langevin_dynamics(
         if was_training:
             score_fn.train()
     return (x, trajectory) if return_trajectory else x
+
+
+def langevin_step_count(n_levels: int, n_steps_each: int, denoise: bool) -> int:
+    """How many score evaluations (callback calls) one `annealed_langevin_dynamics` run makes."""
+    return n_levels * n_steps_each + int(denoise)
+
+
+def langevin_progress(progress: PhaseProgress, n_levels: int, n_steps_each: int, offset: int = 0) -> StepCallback:
+    """A `callback` for `annealed_langevin_dynamics` that reports to `progress` with the current noise
+    level; `offset` steps are counted as done before this run (for a draw made in several runs)."""
+
+    def callback(step: int, x: Tensor) -> None:
+        level = min(step // n_steps_each, n_levels - 1)
+        progress.update(offset + step + 1, f"noise level {level + 1}/{n_levels}")
+
+    return callback
 
 
 def _check_images(x: Tensor) -> None:

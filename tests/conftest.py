@@ -1,9 +1,12 @@
-"""Shared test setup: point the data root at ../shared/data when it exists."""
+"""Shared test setup: the data root is found as the program finds it ($SCORE_MATCHING_DATA, else ./data),
+with ../shared/data preferred when it exists and the variable is unset; tests skip per missing data set."""
 import os
 import pathlib
 
 import pytest
 import torch
+
+from available_data import require_dataset
 
 _SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 if _SHARED_DATA.is_dir():
@@ -13,9 +16,12 @@ torch.set_num_threads(2)
 
 
 @pytest.fixture
-def data_root() -> pathlib.Path:
-    """The real-data root; tests that need it are skipped when it is absent."""
-    root = os.environ.get("SCORE_MATCHING_DATA")
-    if not root or not pathlib.Path(root).is_dir():
-        pytest.skip("no data root: set SCORE_MATCHING_DATA or provide ../shared/data")
-    return pathlib.Path(root)
+def mnist_root() -> pathlib.Path:
+    """The data root holding MNIST; tests that need it are skipped, naming MNIST, when it is missing."""
+    return require_dataset("mnist")
+
+
+@pytest.fixture
+def uci_root() -> pathlib.Path:
+    """The data root holding the three UCI sets; tests that need them are skipped, naming the missing ones."""
+    return require_dataset("parkinsons", "redwine", "whitewine")

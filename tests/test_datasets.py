@@ -64,8 +64,8 @@ def test_find_file_lists_every_path_and_the_hint(tmp_path):
 
 # --- UCI on the real files -----------------------------------------------------------------------
 
-def test_parkinsons_paper_protocol_matches_the_note(data_root):
-    data = load_uci("parkinsons", data_root)
+def test_parkinsons_paper_protocol_matches_the_note(uci_root):
+    data = load_uci("parkinsons", uci_root)
     assert data.protocol == "paper" and data.dim == 15
     assert set(data.correlated_columns) == PARKINSONS_DROPPED_BY_CORRELATION
     assert data.dropped_columns == ("subject#", "age", "sex")
@@ -77,9 +77,9 @@ def test_parkinsons_paper_protocol_matches_the_note(data_root):
     assert torch.allclose(covariance, 1.0025 * torch.eye(15, dtype=torch.float64), atol=0.02)
 
 
-def test_parkinsons_rows_are_the_reference_shuffle_and_split(data_root):
-    data = load_uci("parkinsons", data_root, noise_std=0.0)
-    path = data_root / "uci" / "parkinsons_updrs.data"
+def test_parkinsons_rows_are_the_reference_shuffle_and_split(uci_root):
+    data = load_uci("parkinsons", uci_root, noise_std=0.0)
+    path = uci_root / "uci" / "parkinsons_updrs.data"
     header = path.read_text().splitlines()[0].split(",")
     raw = np.loadtxt(path, delimiter=",", skiprows=1)
     dropped = {"subject#", "age", "sex"} | PARKINSONS_DROPPED_BY_CORRELATION
@@ -92,9 +92,9 @@ def test_parkinsons_rows_are_the_reference_shuffle_and_split(data_root):
     np.testing.assert_allclose(torch.cov(whitened.T, correction=0).numpy(), np.eye(15), atol=1e-4)
 
 
-def test_clean_protocol_whitens_on_the_training_split_only(data_root):
-    paper = load_uci("parkinsons", data_root, noise_std=0.0)
-    clean = load_uci("parkinsons", data_root, protocol="clean", noise_std=0.0)
+def test_clean_protocol_whitens_on_the_training_split_only(uci_root):
+    paper = load_uci("parkinsons", uci_root, noise_std=0.0)
+    clean = load_uci("parkinsons", uci_root, protocol="clean", noise_std=0.0)
     assert clean.protocol == "clean"
     np.testing.assert_allclose(_unwhiten(clean, clean.test), _unwhiten(paper, paper.test), rtol=1e-4, atol=1e-4)
     train_rows = _unwhiten(clean, clean.train)
@@ -104,17 +104,17 @@ def test_clean_protocol_whitens_on_the_training_split_only(data_root):
 
 
 @pytest.mark.parametrize("name, sizes", [("redwine", (1296, 144, 159)), ("whitewine", (3969, 440, 489))])
-def test_wine_sizes_dimension_and_whitening(data_root, name, sizes):
-    data = load_uci(name, data_root)
+def test_wine_sizes_dimension_and_whitening(uci_root, name, sizes):
+    data = load_uci(name, uci_root)
     assert data.dim == 11 and data.dropped_columns == ("quality",) and data.correlated_columns == ()
     assert (len(data.train), len(data.val), len(data.test)) == sizes
     rows = torch.cat([data.train, data.val, data.test]).double()
     assert torch.allclose(torch.cov(rows.T, correction=0), 1.0025 * torch.eye(11, dtype=torch.float64), atol=0.02)
 
 
-def test_wine_dequantisation_stays_within_the_median_gap(data_root):
-    data = load_uci("redwine", data_root, noise_std=0.0)
-    raw = np.loadtxt(data_root / "uci" / "winequality-red.csv", delimiter=",")[:, :-1]
+def test_wine_dequantisation_stays_within_the_median_gap(uci_root):
+    data = load_uci("redwine", uci_root, noise_std=0.0)
+    raw = np.loadtxt(uci_root / "uci" / "winequality-red.csv", delimiter=",")[:, :-1]
     gaps = np.array([np.median(np.diff(np.unique(column))) for column in raw.T])
     reference = _reference_shuffle(raw)
     rows = np.concatenate([_unwhiten(data, split) for split in (data.train, data.val, data.test)])
@@ -124,9 +124,9 @@ def test_wine_dequantisation_stays_within_the_median_gap(data_root):
     np.testing.assert_allclose(noise.var(axis=0), 1 / 3, atol=0.05)
 
 
-def test_seed_controls_the_noise(data_root):
-    first, again = load_uci("redwine", data_root, seed=3), load_uci("redwine", data_root, seed=3)
-    other = load_uci("redwine", data_root, seed=4)
+def test_seed_controls_the_noise(uci_root):
+    first, again = load_uci("redwine", uci_root, seed=3), load_uci("redwine", uci_root, seed=3)
+    other = load_uci("redwine", uci_root, seed=4)
     assert torch.equal(first.train, again.train)
     assert not torch.allclose(first.train, other.train)
 
@@ -234,11 +234,11 @@ def test_named_gaussians_are_the_registry_entries_by_distribution():
 
 # --- registry ------------------------------------------------------------------------------------
 
-def test_registry_names_and_entry_point(data_root):
+def test_registry_names_and_entry_point(uci_root):
     assert {"parkinsons", "redwine", "whitewine", "gaussian", "gaussian100", "gaussian200",
             "mnist", "cifar10", "celeba"} <= set(DATASETS.names())
-    via_registry = get_dataset("parkinsons", data_root, protocol="clean", seed=2)
-    direct = load_uci("parkinsons", data_root, protocol="clean", seed=2)
+    via_registry = get_dataset("parkinsons", uci_root, protocol="clean", seed=2)
+    direct = load_uci("parkinsons", uci_root, protocol="clean", seed=2)
     assert torch.equal(via_registry.test, direct.test) and via_registry.protocol == "clean"
     assert get_dataset("gaussian", dim=7, sizes=(5, 2, 3)).train.shape == (5, 7)
     with pytest.raises(KeyError, match="'imagenet'.*valid.*parkinsons"):

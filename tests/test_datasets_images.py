@@ -82,25 +82,25 @@ def test_idx_reader_handles_types_compression_and_bad_files(tmp_path):
 
 # --- MNIST ---------------------------------------------------------------------------------------
 
-def test_real_mnist_matches_torchvisions_reader(data_root, tmp_path):
-    images, labels = read_mnist_split(data_root, train=False)
+def test_real_mnist_matches_torchvisions_reader(mnist_root, tmp_path):
+    images, labels = read_mnist_split(mnist_root, train=False)
     for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
-        (tmp_path / stem).write_bytes(gzip.decompress((data_root / "mnist" / f"{stem}.gz").read_bytes()))
+        (tmp_path / stem).write_bytes(gzip.decompress((mnist_root / "mnist" / f"{stem}.gz").read_bytes()))
     assert torch.equal(images[:, 0], read_image_file(str(tmp_path / "t10k-images-idx3-ubyte")))
     assert torch.equal(labels, read_label_file(str(tmp_path / "t10k-labels-idx1-ubyte")).long())
-    train_images, train_labels = read_mnist_split(data_root, train=True)
+    train_images, train_labels = read_mnist_split(mnist_root, train=True)
     assert train_images.shape == (60000, 1, 28, 28) and train_labels[0] == 5 and labels[0] == 7
 
 
-def test_load_mnist_uses_the_reference_split_and_sizes(data_root):
-    data = load_mnist(data_root, image_size=32)
+def test_load_mnist_uses_the_reference_split_and_sizes(mnist_root):
+    data = load_mnist(mnist_root, image_size=32)
     assert (len(data.train), len(data.val), len(data.test)) == (54000, 6000, 10000)
     state = np.random.get_state()
     np.random.seed(2019)
     indices = list(range(60000))
     np.random.shuffle(indices)
     np.random.set_state(state)
-    all_train, _ = read_mnist_split(data_root, train=True)
+    all_train, _ = read_mnist_split(mnist_root, train=True)
     assert torch.equal(data.val.images, all_train[indices[54000:]])
     image, label = data.train[0]
     assert image.shape == (1, 32, 32) and data.image_shape == (1, 32, 32) and isinstance(label, int)

@@ -165,7 +165,7 @@ def test_forward_and_backward_non_convergence_are_counted_and_warned_separately(
     assert stats["deq/core/unconverged_forward_total"] == 3 and stats["deq/core/unconverged_backward_total"] == 3
 
 
-def test_metrics_log_each_layers_count_of_unconverged_solves(tmp_path, data_root):
+def test_metrics_log_each_layers_count_of_unconverged_solves(tmp_path, mnist_root):
     """Tiny NICE-DEQ under maximum likelihood: one forward per coupling per step, none converging in one
     iteration, so the running total logged at step k is k + 1 (the swap's probe forward at build time
     is the first)."""

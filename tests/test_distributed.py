@@ -94,30 +94,30 @@ def _sharded_reference(config, world_size: int) -> dict:
     return model.state_dict()
 
 
-def test_two_processes_train_a_nice_deq_as_one_process_at_the_same_global_batch(tmp_path, data_root):
+def test_two_processes_train_a_nice_deq_as_one_process_at_the_same_global_batch(tmp_path, mnist_root):
     extra = {"loss.name": "mle"}
     train_losses(tiny_config("nice_deq", **{k.replace(".", "__"): v for k, v in extra.items()}), tmp_path / "one")
     single = load_checkpoint(tmp_path / "one" / "checkpoint-meta.pth")["model"]
-    double = _two_process_weights("nice_deq", extra, tmp_path / "two", data_root)
+    double = _two_process_weights("nice_deq", extra, tmp_path / "two", mnist_root)
     assert any(".deq." in key for key in single)
     _assert_close(double, single, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
-def test_two_processes_train_an_ncsn_deq_as_the_mean_of_their_shards_gradients(tmp_path, data_root):
+def test_two_processes_train_an_ncsn_deq_as_the_mean_of_their_shards_gradients(tmp_path, mnist_root):
     extra = {"training.n_iters": 2}
     reference = _sharded_reference(tiny_config("ncsn_deq", training__n_iters=2), world_size=2)
-    double = _two_process_weights("ncsn_deq", extra, tmp_path, data_root)
+    double = _two_process_weights("ncsn_deq", extra, tmp_path, mnist_root)
     assert any(".deq." in key for key in reference)
     _assert_close(double, reference, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
-def test_two_processes_train_a_dkef_deq_as_the_mean_of_their_shards_gradients(tmp_path, data_root):
+def test_two_processes_train_a_dkef_deq_as_the_mean_of_their_shards_gradients(tmp_path, uci_root):
     """DKEF fits α on the batch, so a shard's loss is that of α fitted on the shard alone."""
     extra = {"training.n_iters": 2}
     reference = _sharded_reference(tiny_config("dkef_deq", training__n_iters=2), world_size=2)
-    double = _two_process_weights("dkef_deq", extra, tmp_path, data_root)
+    double = _two_process_weights("dkef_deq", extra, tmp_path, uci_root)
     _assert_close(double, reference, rtol=1e-5, atol=1e-6)
     # Not the full-batch run: the α fits differ.
     train_losses(tiny_config("dkef_deq", training__n_iters=2), tmp_path / "one")

@@ -11,6 +11,7 @@ import pytest
 import torch
 from ml_collections import ConfigDict
 
+from available_data import require_dataset
 from score_matching.datasets.mnist import read_mnist_split
 from score_matching.evaluation.frechet import frechet_distance, gaussian_statistics
 from score_matching.evaluation.image_metrics import image_sample_metrics
@@ -178,10 +179,7 @@ def test_images_become_uint8_rgb_rounded_like_save_image():
 
 @pytest.fixture(scope="module")
 def mnist_test_split():
-    try:
-        return read_mnist_split(None, train=False)
-    except FileNotFoundError:
-        pytest.skip("MNIST is not under the data root")
+    return read_mnist_split(require_dataset("mnist"), train=False)
 
 
 @pytest.fixture(scope="module")
@@ -315,7 +313,7 @@ def test_image_metrics_check_counts_and_inception_weights_before_sampling(tmp_pa
     assert image_sample_metrics(config, [], [], never, torch.device("cpu")) == {}
 
 
-def test_ncsn_evaluation_writes_the_classifier_fd_next_to_its_sample_count(small_classifier, tmp_path, data_root):
+def test_ncsn_evaluation_writes_the_classifier_fd_next_to_its_sample_count(small_classifier, tmp_path, mnist_root):
     from main import model_transform_for
     from patches import deq_layer_stats
     from score_matching import run
@@ -336,7 +334,7 @@ def test_ncsn_evaluation_writes_the_classifier_fd_next_to_its_sample_count(small
     assert 0 <= saved["classifier_confident_share"] <= 1 and saved["test_images_classifier_confident_classes"] == 10
 
 
-def test_vae_evaluation_writes_the_classifier_fd_of_decoder_samples(small_classifier, tmp_path, data_root):
+def test_vae_evaluation_writes_the_classifier_fd_of_decoder_samples(small_classifier, tmp_path, mnist_root):
     from main import model_transform_for
     from score_matching import run
     from tiny_runs import tiny_config, train_losses

@@ -18,7 +18,6 @@ from score_matching.tasks import build_task
 from tiny_runs import BASELINES, GOLDEN, tiny_config, train_losses
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.usefixtures("data_root")
 
 
 @pytest.mark.parametrize("name", BASELINES)

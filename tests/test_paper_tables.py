@@ -151,7 +151,7 @@ def test_reevaluation_runs_only_the_eval_and_keeps_the_previous_one(tmp_path, mo
         paper_tables.reevaluate_one(path, runs_root, "again")
 
 
-def test_gradient_mode_eval_of_a_checkpoint(tmp_path, monkeypatch, data_root):
+def test_gradient_mode_eval_of_a_checkpoint(tmp_path, monkeypatch, uci_root):
     """The phantom metrics are the run's own eval; the unrolled ones are those of the exact fixed point,
     which phantom steps converge to as K grows (the paper's proposition 2)."""
     from benchmarks import gradient_mode_eval

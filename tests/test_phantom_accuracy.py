@@ -45,11 +45,11 @@ def test_bad_loss_is_a_clear_error():
         run_overrides("dsm", TINY, "cpu")
 
 
-def test_many_phantom_steps_converge_to_the_exact_reference(data_root, one_thread):
+def test_many_phantom_steps_converge_to_the_exact_reference(uci_root, one_thread):
     # Phantom steps from z* converge to implicit differentiation at the rate ‖∂f/∂z‖ (≈ 0.14 here,
     # < 0.5 by the Frobenius λ=2), so after 6 steps little more than float32 rounding separates
     # phantom from the float64 implicit reference.
-    config, task = build_run(run_overrides("ssm", TINY, "cpu"), torch.device("cpu"), str(data_root))
+    config, task = build_run(run_overrides("ssm", TINY, "cpu"), torch.device("cpu"), str(uci_root))
     x = task.get_batch(batch_indices(task.n_train, config.training.batch_size, 0, config.seed), 0)
     two = analyse(task.model, x, config, 0, TINY)
     for deq in task.model.modules():
@@ -62,9 +62,9 @@ def test_many_phantom_steps_converge_to_the_exact_reference(data_root, one_threa
     assert two["loss"] == pytest.approx(two["exact_loss"], rel=5e-3)  # K=2 at a contraction < 0.5
 
 
-def test_a_tiny_run_writes_its_files_and_the_analysis_leaves_training_alone(tmp_path, data_root, one_thread):
+def test_a_tiny_run_writes_its_files_and_the_analysis_leaves_training_alone(tmp_path, uci_root, one_thread):
     every_step, every_other = tmp_path / "a", tmp_path / "b"
-    common = ["--steps=2", "--n-inducing=8", "--losses=ssm", f"--data-root={data_root}"]
+    common = ["--steps=2", "--n-inducing=8", "--losses=ssm", f"--data-root={uci_root}"]
     main([*common, "--every=1", f"--out-dir={every_step}"])
     main([*common, "--every=2", f"--out-dir={every_other}"])
     result = json.loads((every_step / "phantom-accuracy-cpu.json").read_text())

@@ -15,7 +15,7 @@ from score_matching.workdir_config import ConfigMismatchError
 from tiny_runs import _RUN, _TINY, tiny_config, train_losses
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.usefixtures("data_root")
+pytestmark = pytest.mark.usefixtures("mnist_root")
 
 
 class CodeOnLoad:

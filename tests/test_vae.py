@@ -152,7 +152,7 @@ def _build(name, **overrides):
     return build_task(config, torch.device("cpu"), model_transform_for(config)).model
 
 
-@pytest.mark.usefixtures("data_root")
+@pytest.mark.usefixtures("mnist_root")
 def test_aug_and_deq_models_differ_only_in_the_augmented_layer():
     models = {name: _build(name) for name in ("vae_aug8", "vae_aug16", "vae_deq")}
     models["aug1"] = _build("vae_baseline", model__augment_depth=1)
@@ -173,7 +173,7 @@ def test_aug_and_deq_models_differ_only_in_the_augmented_layer():
     assert type(models["vae_deq"].get_submodule(AUGMENT)).__name__ == "DEQBlock"
 
 
-@pytest.mark.usefixtures("data_root")
+@pytest.mark.usefixtures("mnist_root")
 def test_the_baseline_offers_no_augment_layer_and_the_loss_must_be_sliced():
     with pytest.raises(ValueError, match=r"unknown DEQ layer\(s\) \['augment'\]; valid: \[\]"):
         _build("vae_baseline", deq__layers="augment")
@@ -181,7 +181,7 @@ def test_the_baseline_offers_no_augment_layer_and_the_loss_must_be_sliced():
         _build("vae_baseline", loss__name="dsm")
 
 
-@pytest.mark.usefixtures("data_root")
+@pytest.mark.usefixtures("mnist_root")
 def test_tiny_deq_run_trains_evaluates_and_samples(tmp_path):
     config = tiny_config("vae_deq")
     losses = train_losses(config, tmp_path)

@@ -12,6 +12,7 @@ import sys
 
 import ml_collections
 
+from available_data import require_dataset
 from configs.overrides import apply_overrides
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "baseline_losses.json"
@@ -33,11 +34,14 @@ _RUN = {"training.n_iters": 3, "training.log_freq": 1, "training.eval_freq": 0, 
 
 
 def tiny_config(name: str, **overrides) -> ml_collections.ConfigDict:
-    """configs/<name>.py shrunk to run in seconds on a CPU; `overrides` use '__' for '.'."""
+    """configs/<name>.py shrunk to run in seconds on a CPU; `overrides` use '__' for '.'. The calling
+    test is skipped, naming the data set, when the config's data set is missing."""
     config = importlib.import_module(f"configs.{name}").get_config()
     family = name.split("_")[0]
     merged = {**_TINY[family], **_RUN, **{k.replace("__", "."): v for k, v in overrides.items()}}
-    return apply_overrides(config, merged)
+    config = apply_overrides(config, merged)
+    require_dataset(config.data.dataset)
+    return config
 
 
 def train_losses(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> list[float]:

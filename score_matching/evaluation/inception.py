@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from score_matching.metrics_log import PhaseProgress
+
 INCEPTION_WEIGHT_FILES = {
     "pt_inception-2015-12-05-6726825d.pth":
         "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
@@ -66,10 +68,13 @@ def inception_features(extractor: nn.Module, images: Tensor, batch_size: int) ->
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = next(extractor.parameters()).device
+    starts = range(0, images.shape[0], batch_size)
+    progress = PhaseProgress(f"Inception features of {images.shape[0]} images", len(starts), "batches")
     chunks = []
     with torch.no_grad():
-        for start in range(0, images.shape[0], batch_size):
+        for index, start in enumerate(starts):
             batch = to_uint8_rgb(images[start:start + batch_size]).to(device)
             (features,) = extractor(batch)
             chunks.append(features.cpu().double().numpy())
+            progress.update(index + 1)
     return np.concatenate(chunks)

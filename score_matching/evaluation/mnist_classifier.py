@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from score_matching.datasets.mnist import MNIST_CLASSES, MNIST_IMAGE_SIDE, read_mnist_split
 from score_matching.evaluation.statistics_cache import resolve_cache_dir
+from score_matching.metrics_log import PhaseProgress
 
 logger = logging.getLogger(__name__)
 CLASSIFIER_FILE = "mnist_classifier.pt"
@@ -89,14 +90,17 @@ def train_classifier(
         model = MNISTClassifier()
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     model.train()
-    for _ in range(settings.epochs):
+    batches_per_epoch = -(-images.shape[0] // settings.batch_size)
+    progress = PhaseProgress("training the MNIST feature classifier", settings.epochs * batches_per_epoch, "batches")
+    for epoch in range(settings.epochs):
         order = torch.randperm(images.shape[0], generator=generator)
-        for start in range(0, len(order), settings.batch_size):
+        for index, start in enumerate(range(0, len(order), settings.batch_size)):
             idx = order[start:start + settings.batch_size]
             loss = F.cross_entropy(model(as_float_images(images[idx])), labels[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            progress.update(epoch * batches_per_epoch + index + 1, f"epoch {epoch + 1}/{settings.epochs}")
     return model.eval()
 
 
@@ -114,10 +118,12 @@ def classifier_accuracy(model: MNISTClassifier, images: Tensor, labels: Tensor, 
 def classifier_features(model: MNISTClassifier, images: Tensor, batch_size: int = 1000) -> Tensor:
     """Penultimate features (N, 128), in float64 on the CPU, of images (uint8, or float in [0, 1])."""
     device = next(model.parameters()).device
-    chunks = [
-        model.features(as_float_images(images[start:start + batch_size]).to(device)).cpu().double()
-        for start in range(0, images.shape[0], batch_size)
-    ]
+    starts = range(0, images.shape[0], batch_size)
+    progress = PhaseProgress(f"MNIST classifier features of {images.shape[0]} images", len(starts), "batches")
+    chunks = []
+    for index, start in enumerate(starts):
+        chunks.append(model.features(as_float_images(images[start:start + batch_size]).to(device)).cpu().double())
+        progress.update(index + 1)
     return torch.cat(chunks)
 
 

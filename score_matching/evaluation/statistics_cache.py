@@ -7,6 +7,7 @@ classifier or swapping Inception weights never reuses stale statistics.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pathlib
 import re
@@ -19,6 +20,7 @@ from score_matching.evaluation.frechet import gaussian_statistics
 
 CACHE_DIR_ENV = "SCORE_MATCHING_CACHE"
 _KEY = re.compile(r"^[A-Za-z0-9._+-]+$")
+logger = logging.getLogger("score_matching")
 
 
 def resolve_cache_dir(path: str | os.PathLike = "") -> pathlib.Path:
@@ -57,8 +59,10 @@ def cached_statistics(
     """(μ, Σ) of `features()` (an (count, D) array), read from the cache or computed and written to it."""
     path = statistics_path(cache_dir, dataset, extractor, count)
     if path.is_file():
+        logger.info("reference statistics: using the cached %s", path)
         with np.load(path) as stored:
             return stored["mu"], stored["sigma"]
+    logger.info("reference statistics: computing those of %d %s images under %s into %s", count, dataset, extractor, path)
     values = features()
     if values.shape[0] != count:
         raise ValueError(f"features() returned {values.shape[0]} rows for a cache entry of count {count}")
@@ -68,4 +72,5 @@ def cached_statistics(
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
         np.savez(tmp, mu=mu, sigma=sigma, dataset=dataset, extractor=extractor, count=count)
     os.replace(tmp.name, path)
+    logger.info("reference statistics: wrote %s", path)
     return mu, sigma

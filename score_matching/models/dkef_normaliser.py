@@ -15,6 +15,7 @@ import math
 import torch
 from torch import Tensor
 
+from score_matching.metrics_log import PhaseProgress
 from score_matching.models.dkef import DKEF
 from score_matching.models.mlp import check_int
 
@@ -208,6 +209,9 @@ def log_normaliser_importance_sampling(
     reference = model.inducing_points
     log_weights: list[Tensor] = []
     drawn = 0
+    # The ETA is that of drawing all max_samples; a round that meets the target error ends sooner.
+    progress = PhaseProgress("importance sampling for log Z", cap, "samples (at most)")
+    detail = f"target std error {target_std_error}" if target_std_error is not None else ""
     while True:
         for start in range(0, n_samples, chunk):
             rows = min(chunk, n_samples - start)
@@ -217,10 +221,13 @@ def log_normaliser_importance_sampling(
             else:
                 x = proposal.sample(rows, generator).to(reference)
                 log_weights.append(model(x).double() - proposal.log_prob(x).to(reference.device))
+            progress.update(drawn + start + rows, detail)
         drawn += n_samples
         all_log_weights = torch.cat(log_weights)
         _check_log_weights(all_log_weights, proposal)
         log_z, std_error = _log_mean_exp_with_error(all_log_weights)
+        detail = f"log Z {log_z:.4f} ± {std_error:.3g} after {drawn} samples" + (
+            f" (target {target_std_error})" if target_std_error is not None else "")
         if target_std_error is None or std_error <= target_std_error or drawn + n_samples > cap:
             return log_z, std_error, drawn
 

@@ -1,13 +1,17 @@
 """Helpers shared by the tasks: data loading from the config, loss keyword arguments, batching."""
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 import torch
 from ml_collections import ConfigDict
 from torch import Tensor
 
-from score_matching.datasets import ensure_mnist, get_dataset
+from score_matching.datasets import ensure_mnist, get_dataset, resolve_data_root
+from score_matching.metrics_log import PhaseProgress
+
+logger = logging.getLogger("score_matching")
 
 # Which config.loss fields each loss takes (as keyword arguments).
 LOSS_KWARGS = {
@@ -36,12 +40,23 @@ def load_data(config: ConfigDict, **kwargs: Any):
     root = config.data.root or None
     if config.data.dataset == "mnist" and config.data.download:
         ensure_mnist(root)
-    return get_dataset(config.data.dataset, root, **kwargs)
+    data = get_dataset(config.data.dataset, root, **kwargs)
+    where = "generated" if config.data.dataset.startswith("gaussian") else f"from data root {resolve_data_root(root).resolve()}"
+    logger.info("data: %s %s", config.data.dataset, where)
+    return data
 
 
-def chunked_mean(fn: Callable[[Tensor], Tensor], x: Tensor, chunk: int) -> float:
-    """The row-weighted mean of the scalar fn(part) over x split into chunks of `chunk` rows."""
-    return sum(fn(part).item() * len(part) for part in x.split(chunk)) / len(x)
+def chunked_mean(fn: Callable[[Tensor], Tensor], x: Tensor, chunk: int, phase: str = "") -> float:
+    """The row-weighted mean of the scalar fn(part) over x split into chunks of `chunk` rows; with
+    `phase`, a long computation reports its progress under that name."""
+    parts = x.split(chunk)
+    progress = PhaseProgress(phase, len(parts), "batches") if phase else None
+    total = 0.0
+    for index, part in enumerate(parts):
+        total += fn(part).item() * len(part)
+        if progress is not None:
+            progress.update(index + 1)
+    return total / len(x)
 
 
 def seeded_rows(x: Tensor, n: int, seed: int) -> Tensor:

@@ -8,6 +8,7 @@ the Gaussians the Fisher divergence to the true density.
 from __future__ import annotations
 
 import functools
+import logging
 
 import torch
 from ml_collections import ConfigDict
@@ -35,6 +36,7 @@ DKEF_LOSSES = SCORE_LOSSES + tuple(name for name in LOG_DENSITY_LOSSES if name !
 
 # The DKEF reference code fits α for its validation loss on 1000 random training rows.
 VAL_ALPHA_ROWS = 1000
+logger = logging.getLogger("score_matching")
 
 
 @register_task("dkef")
@@ -70,7 +72,7 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
     chunk = config.eval.batch_size
 
     def test_sm_loss(net: nn.Module, x: Tensor) -> float:
-        return chunked_mean(lambda part: exact_sm(net.score, part), x, chunk)
+        return chunked_mean(lambda part: exact_sm(net.score, part), x, chunk, phase=f"exact test SM loss of {len(x)} rows")
 
     def is_proposal(net: nn.Module) -> Proposal | None:
         """The importance-sampling proposal named by eval.is_proposal; None = q0."""
@@ -83,10 +85,14 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
 
     def evaluate(net: nn.Module) -> dict[str, float]:
         generator = torch.Generator(device=device).manual_seed(config.seed)
+        logger.info("importance sampling log Z (proposal %s): rounds of %d samples until the std error is at most %g "
+                    "or %d samples are drawn", config.eval.is_proposal, config.eval.is_samples,
+                    config.eval.is_target_std_error, config.eval.is_max_samples)
         log_z, log_z_se, n_is = log_normaliser_importance_sampling(
             net, config.eval.is_samples, generator=generator, target_std_error=config.eval.is_target_std_error,
             max_samples=config.eval.is_max_samples, proposal=is_proposal(net),
         )
+        logger.info("log Z = %.4f ± %.3g from %d importance samples", log_z, log_z_se, n_is)
         metrics = {
             "test_sm_loss": test_sm_loss(net, test),
             "test_log_likelihood": mean_log_likelihood(net, test, log_z),

@@ -7,6 +7,8 @@ when eval.inception_weights is set), on samples drawn with eval.n_steps_each ste
 from __future__ import annotations
 
 import functools
+import logging
+import math
 
 import torch
 from ml_collections import ConfigDict
@@ -15,11 +17,19 @@ from torch import Tensor, nn
 from score_matching.evaluation.image_metrics import image_sample_metrics
 from score_matching.losses import LOSSES
 from score_matching.models import MODELS
-from score_matching.sampling import annealed_langevin_dynamics, geometric_sigmas
+from score_matching.metrics_log import PhaseProgress
+from score_matching.sampling import (
+    StepCallback,
+    annealed_langevin_dynamics,
+    geometric_sigmas,
+    langevin_progress,
+    langevin_step_count,
+)
 from score_matching.tasks import ModelTransform, Task, register_task
 from score_matching.tasks.common import load_data, loss_kwargs, stack_images
 
 ANNEALED_LOSSES = ("anneal_dsm", "anneal_ssm_vr")
+logger = logging.getLogger("score_matching")
 
 
 def build_ncsn_model(config: ConfigDict, in_channels: int) -> nn.Module:
@@ -64,22 +74,35 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
             total += loss(net, x, generator=generator).item() * len(idx)
         return total / n_rows
 
-    def langevin(net: nn.Module, n: int, generator: torch.Generator, n_steps_each: int) -> Tensor:
+    def langevin(net: nn.Module, n: int, generator: torch.Generator, n_steps_each: int,
+                 callback: StepCallback | None = None) -> Tensor:
         x_init = torch.rand((n, *data.image_shape), generator=generator, device=device)
         s = config.sampling
         with torch.no_grad():  # a score network needs no graph to be evaluated
-            x = annealed_langevin_dynamics(net, x_init, sigmas, n_steps_each, s.step_lr, s.denoise, generator=generator)
+            x = annealed_langevin_dynamics(net, x_init, sigmas, n_steps_each, s.step_lr, s.denoise, generator=generator,
+                                           callback=callback)
         return x.clamp(0.0, 1.0)
 
     def sample(net: nn.Module, n: int, generator: torch.Generator) -> Tensor:
-        return langevin(net, n, generator, config.sampling.n_steps_each)
+        steps = config.sampling.n_steps_each
+        progress = PhaseProgress(f"sampling {n} images", langevin_step_count(len(sigmas), steps, config.sampling.denoise))
+        return langevin(net, n, generator, steps, langevin_progress(progress, len(sigmas), steps))
 
     def draw_for_eval(net: nn.Module, n: int) -> Tensor:
         """n samples for the sample-quality metrics, in batches of eval.batch_size with eval.n_steps_each."""
         generator = torch.Generator(device=device).manual_seed(config.seed)
         batch = config.eval.batch_size
         steps = config.eval.n_steps_each
-        return torch.cat([langevin(net, min(batch, n - start), generator, steps).cpu() for start in range(0, n, batch)])
+        per_batch = langevin_step_count(len(sigmas), steps, config.sampling.denoise)
+        n_batches = math.ceil(n / batch)
+        logger.info("drawing %d samples for the sample metrics: %d batch(es) of up to %d, %d Langevin steps each",
+                    n, n_batches, batch, per_batch)
+        progress = PhaseProgress(f"sampling {n} images for the sample metrics", n_batches * per_batch)
+        return torch.cat([
+            langevin(net, min(batch, n - start), generator, steps,
+                     langevin_progress(progress, len(sigmas), steps, offset=index * per_batch)).cpu()
+            for index, start in enumerate(range(0, n, batch))
+        ])
 
     def evaluate(net: nn.Module) -> dict[str, float]:
         metrics = {f"test_{config.loss.name}_loss": test_loss(net, n_test), "n_test": n_test}

@@ -90,7 +90,8 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
 
     def test_sm_loss(net: nn.Module, y: Tensor) -> float:
         score = score_from_log_density(net)
-        return chunked_mean(lambda part: exact_score_matching(score, part, trace=config.loss.trace), y, chunk)
+        return chunked_mean(lambda part: exact_score_matching(score, part, trace=config.loss.trace), y, chunk,
+                            phase=f"exact test SM loss of {len(y)} rows")
 
     sm_rows = test[: config.eval.sm_loss_rows] if config.eval.sm_loss_rows > 0 else test
 
