@@ -7,7 +7,7 @@ standard-normal data of dimension d = 15, 100 and 200. Each d is a model family
 backward passes over all d one-hot cotangents), "forward" (vmapped forward-mode products) and
 "loop" (one backward pass per dimension), the reference. Its step is a whole training step; the
 family "trace-d<d>" times the Hessian trace alone (`hessian_trace` on the same model and batch,
-with the graph a training step keeps), which is what the issue's 5× goal names.
+with the graph a training step keeps), which is what the 5× goal names.
 """
 from __future__ import annotations
 
