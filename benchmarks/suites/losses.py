@@ -21,7 +21,7 @@ from benchmarks.harness import Bench, count_params, training_bench
 from benchmarks.models import MLPEnergy
 from benchmarks.plots import MEMORY, TIME, families, save, title
 from benchmarks.report import Target, ratio_of
-from benchmarks.suites import Suite, Variant
+from benchmarks.suites import Suite, Variant, register_suite
 from score_matching.losses import TRACE_METHODS, exact_score_matching, hessian_trace, score_from_log_density
 
 DIMENSIONS = (15, 100, 200)
@@ -104,7 +104,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     save(fig, path)
 
 
-SUITE = Suite(
+SUITE = register_suite(Suite(
     name="losses",
     description="exact-SM Hessian trace: batched vs forward-mode vs per-dimension loop, d = 15, 100, 200",
     step="mlp-energy-d*: one training step (forward, exact-SM loss, backward, Adam step); trace-d*: the "
@@ -115,4 +115,4 @@ SUITE = Suite(
     build=build,
     plot=plot,
     targets=targets,
-)
+))
