@@ -53,12 +53,12 @@ def validate_config(config: ConfigDict) -> None:
     for field in ("training.batch_size", "training.n_iters", "training.log_freq", "training.snapshot_freq", "training.preemption_freq",
                   "eval.is_kde_centres"):
         section, key = field.split(".")
-        if config[section][key] < 1:
+        if key in config[section] and config[section][key] < 1:
             raise ValueError(f"config.{field}={config[section][key]!r} must be >= 1")
     for field in ("data.max_train", "data.max_eval", "eval.sm_loss_rows", "training.eval_freq", "training.val_freq",
                   "training.patience"):
         section, key = field.split(".")
-        if config[section][key] < 0:
+        if key in config[section] and config[section][key] < 0:
             raise ValueError(f"config.{field}={config[section][key]!r} must be >= 0 (0 = off / all rows)")
     if config.training.patience > 0 and config.training.val_freq == 0:
         raise ValueError(

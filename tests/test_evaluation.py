@@ -235,9 +235,9 @@ def test_classifier_input_is_brought_to_28_pixels():
 
 
 def _eval_config(tmp_path, classifier_path, **eval_overrides) -> ConfigDict:
-    from configs.default import get_default_config
+    from configs.defaults.ncsn import get_config
 
-    config = get_default_config()
+    config = get_config()
     config.data.dataset = "mnist"
     config.eval.cache_dir = str(tmp_path / "cache")
     config.eval.classifier_path = str(classifier_path)
