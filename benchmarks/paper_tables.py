@@ -1,21 +1,22 @@
-"""Trains and evaluates paper rows (configs/paper_rows.py) at a stated budget, and compares with the paper.
+"""Trains and evaluates paper rows at the budgets of configs/paper_rows.py, and compares with the paper.
 
     python -m benchmarks.paper_tables run --group=dkef-uci [--jobs=2] [--n_iters=N] [--seeds=0,1,2]
         [--device=cuda --out_dir=benchmarks/results/table4-cuda]
     python -m benchmarks.paper_tables reeval --rows=table2/parkinsons --reason=WHY   # evaluation only, again
+    python -m benchmarks.paper_tables seeds --study=benchmarks/results/vae-mnist-5000   # a seed study's tables
     python -m benchmarks.paper_tables report        # -> benchmarks/results/paper-tables.{json,md}
         [--runs_dir=benchmarks/results/table4-cuda --stem=benchmarks/results/table4-cuda/report]
 
 `run` trains each (row, seed) of a group with `main.py` in its own process (one torch thread each,
 `--jobs` at a time, on the CPU unless `--device=cuda`), evaluates it (`--mode=eval`), and writes
-<out_dir>/<row>-seed<k>.json (default out_dir: benchmarks/results/paper-tables): the row, seed,
+<out_dir>/<row>-seed<k>.json (default out_dir: the group's folder under benchmarks/results): the row, seed,
 budget, exact commands, device, wall time and the whole eval.json (which carries the training's time
 per step and peak memory). A (row, seed) whose file exists is skipped; a killed run resumes from its
 working directory, and a run asked for more steps than its working directory holds trains on from
 there (the file's `resumed_from_step` says from where).
 
 `report` reads every such file of a folder and writes one table per paper table: our mean ± std
-over seeds next to the paper's number, row by row, and the issue's targets with met / not met. The
+over seeds next to the paper's number, row by row, and the targets with met / not met. The
 paper's numbers (tables 2–4) are in `PAPER` below, so the committed JSON holds both sides.
 """
 from __future__ import annotations
@@ -27,7 +28,6 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ import torch
 
 from benchmarks.harness import device_name
 from benchmarks.report import Target, format_value, goals_table
-from configs.paper_rows import ROWS, row_command
+from configs.paper_rows import GROUPS, ROWS, Group, group_command
 from score_matching.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,39 +45,6 @@ RUNS_DIR = RESULTS / "paper-tables"
 REPORT_STEM = RESULTS / "paper-tables"
 RUN_ANALYSIS, REPORT_ANALYSIS = "paper-row-run", "paper-tables"
 
-
-@dataclass(frozen=True)
-class Group:
-    """Rows trained together at one budget."""
-
-    rows: tuple[str, ...]
-    seeds: tuple[int, ...]
-    n_iters: int
-    overrides: tuple[tuple[str, Any], ...] = ()
-
-
-def _rows(table: str, datasets: tuple[str, ...], names: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(f"{table}/{d}/{n}" if d else f"{table}/{n}" for d in datasets for n in names)
-
-
-NO_QUICK_EVAL = (("training.eval_freq", 0),)
-TABLE3_ROWS = _rows("table3", ("gaussian100", "gaussian200"), ("16-Layer-SM DKEF", "DEQ-SM DKEF"))
-# At d = 100-200 the KDE proposal's log q is slow and q0 alone leaves s.e. > 0.1: one fitted Gaussian.
-TABLE3_OVERRIDES = (*NO_QUICK_EVAL, ("eval.is_proposal", "defensive_gaussian"))
-GROUPS = {
-    "dkef-uci": Group(
-        _rows("table2", ("parkinsons", "redwine", "whitewine"), ("SM", "CP", "16-Layer-SM DKEF", "DEQ-SM DKEF")),
-        (0, 1, 2), 2000, NO_QUICK_EVAL,
-    ),
-    "dkef-gaussian": Group(TABLE3_ROWS, (0,), 1000, TABLE3_OVERRIDES),
-    # The same rows on N(0, I) (the sliced-score-matching code's data; the paper's 200-d ground truth).
-    "dkef-gaussian-standard": Group(TABLE3_ROWS, (0,), 1000, (*TABLE3_OVERRIDES, ("data.gaussian", "standard"))),
-    # The exact SM loss at d = 784 costs 784 Hessian-vector products per image: 100 test images, 10 at a
-    # time (the batched trace holds 784 x 10 rows of every activation).
-    "nice": Group(_rows("table4", ("",), ("SSM", "DEQ-SSM")), (0,), 1000,
-                  (*NO_QUICK_EVAL, ("eval.sm_loss_rows", 100), ("eval.batch_size", 10),
-                   ("data.nice_preprocessing", "ssm"))),
-}
 
 # The paper's numbers: table 2 (mean, std over seeds), table 3 and table 4. Memory in GB as printed.
 PAPER: dict[str, dict[str, Any]] = {
@@ -125,12 +92,6 @@ def slug(row: str) -> str:
 DEVICES = ("cpu", "cuda")
 
 
-def _train_command(row: str, seed: int, group: Group, n_iters: int, workdir: Path, device: str) -> str:
-    extra = [f"--config.seed={seed}", f"--config.training.n_iters={n_iters}", f"--config.device={device}"]
-    extra += [f"--config.{key}={value}" for key, value in group.overrides]
-    return f"{row_command(row, str(workdir))} {' '.join(extra)}"
-
-
 def _run_logged(commands: list[str], workdir: Path) -> None:
     """Runs the commands one after another with one torch thread, appending to <workdir>.log."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -151,7 +112,7 @@ def run_one(row: str, seed: int, group: Group, n_iters: int, runs_root: Path, ou
     """Trains and evaluates one (row, seed) in fresh processes; writes and returns its result file."""
     out = out_dir / f"{slug(row)}-seed{seed}.json"
     workdir = runs_root / f"{slug(row)}-seed{seed}"
-    train = _train_command(row, seed, group, n_iters, workdir, device)
+    train = group_command(row, seed, group, n_iters, workdir, device)
     resumed_from = _checkpoint_step(workdir)
     start = time.perf_counter()
     _run_logged([train, f"{train} --mode=eval"], workdir)
@@ -183,7 +144,7 @@ def reevaluate_one(path: Path, runs_root: Path, reason: str) -> Path:
     if not (workdir / "checkpoint-meta.pth").exists():
         raise FileNotFoundError(f"no checkpoint to re-evaluate {path.name} in {workdir}; pass its --runs_root")
     n_iters = result["budget"]["n_iters"]
-    command = _train_command(result["row"], result["seed"], group, n_iters, workdir, result.get("device_type", "cpu"))
+    command = group_command(result["row"], result["seed"], group, n_iters, workdir, result.get("device_type", "cpu"))
     evaluate = (f"{command} "
                 f"--config.eval.checkpoint={n_iters} --mode=eval")
     start = time.perf_counter()
@@ -197,9 +158,11 @@ def reevaluate_one(path: Path, runs_root: Path, reason: str) -> Path:
 
 
 def run_group(name: str, jobs: int, n_iters: int | None, seeds: tuple[int, ...] | None, runs_root: Path,
-              device: str = "cpu", out_dir: Path = RUNS_DIR) -> None:
-    """Runs every (row, seed) of group `name` that has no file in out_dir, `jobs` at a time."""
+              device: str = "cpu", out_dir: Path | None = None) -> None:
+    """Runs every (row, seed) of group `name` that has no file in out_dir (default: the group's results
+    folder), `jobs` at a time."""
     group = GROUPS[name]
+    out_dir = out_dir or RESULTS / group.folder
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = [(row, seed) for seed in (seeds or group.seeds) for row in group.rows
             if not (out_dir / f"{slug(row)}-seed{seed}.json").exists()]
@@ -252,7 +215,7 @@ def _mean(summary: dict[str, Any], row: str, metric: str) -> float | None:
 
 
 def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue #4's targets that the rows present can decide, in `Target.as_dict()` form."""
+    """The targets (the paper's claims for tables 2–4) that the rows present can decide, in `Target.as_dict()` form."""
     found: list[dict[str, Any]] = []
 
     def add(goal: str, value: float | None, bound: float, at_most: bool) -> None:
@@ -372,11 +335,13 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--seeds", default=None, help="comma-separated seeds (default: the group's)")
     run.add_argument("--runs_root", default=str(ROOT / "runs" / "paper-tables"))
     run.add_argument("--device", default="cpu", choices=DEVICES)
-    run.add_argument("--out_dir", default=str(RUNS_DIR), help="folder of the result files")
+    run.add_argument("--out_dir", default=None, help="folder of the result files (default: the group's)")
     reeval = sub.add_parser("reeval", help="re-run only the evaluation of existing result files")
     reeval.add_argument("--rows", required=True, help="comma-separated prefixes of row names, e.g. table2/parkinsons")
     reeval.add_argument("--reason", required=True, help="why, recorded in each file")
     reeval.add_argument("--runs_root", default=str(ROOT / "runs" / "paper-tables"))
+    seeds = sub.add_parser("seeds", help="print a seed study's baseline-against-DEQ tables")
+    seeds.add_argument("--study", required=True, help="the study folder, e.g. benchmarks/results/vae-mnist-5000")
     report = sub.add_parser("report", help="write benchmarks/results/paper-tables.{json,md}")
     report.add_argument("--runs_dir", default=str(RUNS_DIR), help="folder of the result files")
     report.add_argument("--stem", default=str(REPORT_STEM), help="the report's path without .json / .md")
@@ -385,12 +350,17 @@ def main(argv: list[str] | None = None) -> None:
         if args.jobs < 1:
             parser.error(f"--jobs must be >= 1, got {args.jobs}")
         seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
-        run_group(args.group, args.jobs, args.n_iters, seeds, Path(args.runs_root), args.device, Path(args.out_dir))
+        run_group(args.group, args.jobs, args.n_iters, seeds, Path(args.runs_root), args.device,
+                  Path(args.out_dir) if args.out_dir else None)
     elif args.command == "reeval":
         prefixes = tuple(args.rows.split(","))
         for path in sorted(RUNS_DIR.glob("*.json")):
             if json.loads(path.read_text()).get("row", "").startswith(prefixes):
                 print("re-evaluated", reevaluate_one(path, Path(args.runs_root), args.reason).relative_to(ROOT), flush=True)
+    elif args.command == "seeds":
+        from benchmarks.seed_comparison import print_study  # it imports this module's summarise
+
+        print_study(Path(args.study))
     else:
         write_report(Path(args.runs_dir), Path(args.stem))
 

@@ -4,7 +4,7 @@
         [--n-inducing=50] [--device=cpu] [--threads=1] [--data-root=DIR] [--out-dir=benchmarks/results]
         [--redraw]
 
-The data root defaults to $SCORE_MATCHING_DATA, else ./data (e.g. SCORE_MATCHING_DATA=../shared/data).
+The data root defaults to $SCORE_MATCHING_DATA, else ./data.
 
 For each loss, trains `configs/dkef_deq.py` (DEQ-DKEF on UCI Parkinsons: every kernel's feature
 net a dense DEQ, picard with relative tol 1e-4, phantom gradient K=2, Adam 1e-3, batch 32) with

@@ -4,11 +4,11 @@ Other paper rows: --config.loss.name=ssm|ssm_vr|dsm, --config.model.depth=7 (8-l
 (16-layer), --config.data.dataset=redwine|whitewine|gaussian100|gaussian200 (with
 --config.model.latent=200 on the Gaussians); see configs/paper_rows.py.
 """
-from configs.default import get_default_config
+from configs.defaults.dkef import get_config as family_defaults
 
 
 def get_config():
-    config = get_default_config()
+    config = family_defaults()
     config.model.name = "dkef"
     config.model.activation = "softplus"
     config.model.hidden = 30

@@ -1,13 +1,12 @@
 """DEQ-SSM-VR NCSN on MNIST (paper tables 8(b) and 9): TwoRes with `deq_res` as a DEQ-ResBlock.
 
-Two departures from the paper's DEQ settings, both from 2000-step runs of this config
-(benchmarks/results/ncsn-mnist/, metrics of every run kept):
+Two departures from the paper's DEQ settings, both found by equal-budget runs of this config
+(benchmarks/results/ncsn-mnist/, with the training logs of the runs that diverged):
 - h's two convolutions are spectrally normalised with λ = 2 each, so Lip(h) ≤ 1/4. The default
-  Frobenius bound does not bound a convolution's operator norm; under it the contraction was lost
-  after ~1800 steps (Picard iterations 4 → 30, gradient norm 2e2 → 3e5, loss −2e2 → −4e3).
-- Gradients are exact (`grad=implicit`). With the paper's phantom gradient (K = 2) the SSM-VR
-  loss ran away even so: by step 300 at spectral λ = 1.1 and by step ~1000 at λ = 2 (gradient
-  norm 2e2 → 6e4, Picard iterations steady at 6), while the implicit run trained like TwoRes.
+  Frobenius bound does not bound a convolution's operator norm; under it the solver lost its
+  contraction during training.
+- Gradients are exact (`grad=implicit`). With the paper's phantom gradient (K = 2) the SSM-VR loss
+  ran away even with the spectral bound, while the implicit run trained like TwoRes.
 """
 from configs.ncsn_twores import get_config as twores_config
 

@@ -3,11 +3,11 @@
 Sized so that the README's quick start (train, samples, eval) fits in minutes on a 2-core CPU.
 Paper scale: configs/paper_rows.py ("table5/...": CIFAR-10, ngf 128, batch 128, 200k steps).
 """
-from configs.default import get_default_config
+from configs.defaults.ncsn import get_config as family_defaults
 
 
 def get_config():
-    config = get_default_config()
+    config = family_defaults()
     config.model.name = "ncsn_twores"
     config.model.ngf = 8
     config.model.activation = "elu"
@@ -27,7 +27,7 @@ def get_config():
     config.eval.batch_size = 128
     config.data.max_eval = 512
     # The MNIST classifier FD (not comparable to published FIDs) on 256 samples drawn with the
-    # sampling grid's 10 steps per level: ~1 min of Langevin sampling on two cores; the minimum
+    # sampling grid's 10 steps per level, a short sampling run on a CPU; the minimum
     # for its 128-d features is 129, and a paper-style evaluation would use 10k samples.
     config.eval.classifier_fd_samples = 256
     config.eval.n_steps_each = 10

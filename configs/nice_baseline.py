@@ -2,11 +2,11 @@
 
 Other rows: --config.loss.name=mle|sm|ssm_vr|dsm (with --config.loss.sigma=0.1 or 1.74).
 """
-from configs.default import get_default_config
+from configs.defaults.nice import get_config as family_defaults
 
 
 def get_config():
-    config = get_default_config()
+    config = family_defaults()
     config.model.name = "nice"
     config.model.activation = "softplus"
     config.model.hidden = 1000

@@ -1,4 +1,9 @@
-"""Every row of the paper's tables 1–5 as (config file, overrides): `row_config(name)` builds it.
+"""Every row of the paper's tables 1–5 as (config file, overrides), and the budgets we ran them at.
+
+`ROWS[name]` is a row at the paper's settings; `row_config(name)` builds it. `GROUPS[name]` is a set of
+rows trained together at one budget (steps, seeds and the overrides a short run needs): the budgets
+of the committed results under benchmarks/results/<group.folder>/, and what
+`python -m benchmarks.paper_tables run --group=NAME` trains. `group_command` is the command line.
 
     python main.py --config=configs/dkef_baseline.py --config.model.depth=15 ...   # by hand, or
     python -m configs.paper_rows "table2/parkinsons/16-Layer-SM DKEF"              # prints the command
@@ -8,6 +13,8 @@ from __future__ import annotations
 import importlib
 import shlex
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -95,6 +102,54 @@ def row_command(name: str, workdir: str) -> str:
     module, overrides = ROWS[name]
     flags = " ".join(f"--config.{k}={shlex.quote(str(v))}" for k, v in overrides.items())
     return f"python main.py --config=configs/{module}.py --workdir={shlex.quote(workdir)} {flags}".strip()
+
+
+@dataclass(frozen=True)
+class Group:
+    """Rows trained together at one budget; `folder` is where their committed results are."""
+
+    rows: tuple[str, ...]
+    seeds: tuple[int, ...]
+    n_iters: int
+    overrides: tuple[tuple[str, Any], ...]
+    folder: str
+
+
+def _rows(table: str, datasets: tuple[str, ...], names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"{table}/{d}/{n}" if d else f"{table}/{n}" for d in datasets for n in names)
+
+
+NO_QUICK_EVAL = (("training.eval_freq", 0),)
+TABLE3_ROWS = _rows("table3", ("gaussian100", "gaussian200"), ("16-Layer-SM DKEF", "DEQ-SM DKEF"))
+# At d = 100-200 the KDE proposal's log q is slow and q0 alone leaves s.e. > 0.1: one fitted Gaussian.
+TABLE3_OVERRIDES = (*NO_QUICK_EVAL, ("eval.is_proposal", "defensive_gaussian"))
+GROUPS = {
+    "dkef-uci": Group(
+        _rows("table2", ("parkinsons", "redwine", "whitewine"), ("SM", "CP", "16-Layer-SM DKEF", "DEQ-SM DKEF")),
+        (0, 1, 2), 2000, NO_QUICK_EVAL, "paper-tables",
+    ),
+    "dkef-gaussian": Group(TABLE3_ROWS, (0,), 1000, TABLE3_OVERRIDES, "paper-tables"),
+    # The d = 100 rows trained on to 5000 steps.
+    "dkef-gaussian-longer": Group(TABLE3_ROWS[:2], (0,), 5000, TABLE3_OVERRIDES, "table3-longer"),
+    # The same rows on N(0, I) (the sliced-score-matching code's data; the paper's 200-d ground truth).
+    "dkef-gaussian-standard": Group(TABLE3_ROWS, (0,), 1000, (*TABLE3_OVERRIDES, ("data.gaussian", "standard")),
+                                    "table3-standard"),
+    # The exact SM loss at d = 784 costs 784 Hessian-vector products per image: 100 test images, 10 at a
+    # time (the batched trace holds 784 x 10 rows of every activation).
+    "nice": Group(_rows("table4", ("",), ("SSM", "DEQ-SSM")), (0,), 1000,
+                  (*NO_QUICK_EVAL, ("eval.sm_loss_rows", 100), ("eval.batch_size", 10),
+                   ("data.nice_preprocessing", "ssm")), "paper-tables"),
+}
+for _name, _group in GROUPS.items():
+    if not set(_group.rows) <= set(ROWS):
+        raise KeyError(f"group {_name!r} names rows that are not paper rows: {sorted(set(_group.rows) - set(ROWS))}")
+
+
+def group_command(row: str, seed: int, group: Group, n_iters: int, workdir: Path | str, device: str) -> str:
+    """The main.py command line that trains `row` of `group` for `n_iters` steps with `seed` on `device`."""
+    extra = [f"--config.seed={seed}", f"--config.training.n_iters={n_iters}", f"--config.device={device}"]
+    extra += [f"--config.{key}={value}" for key, value in group.overrides]
+    return f"{row_command(row, str(workdir))} {' '.join(extra)}"
 
 
 if __name__ == "__main__":

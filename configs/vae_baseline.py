@@ -7,11 +7,11 @@ Adam lr 1e-4, weight decay 1e-12: the "table1/..." rows of configs/paper_rows.py
 The score estimator trains with SSM-VR and Gaussian projections, as the reference code's
 `elbo_ssm`; --config.loss.name=ssm for the paper's equation 3.
 """
-from configs.default import get_default_config
+from configs.defaults.vae import get_config as family_defaults
 
 
 def get_config():
-    config = get_default_config()
+    config = family_defaults()
     config.model.name = "ssm_vae"
     config.model.vae_width = 16
     config.model.z_dim = 16

@@ -35,9 +35,7 @@ def softplus(x: Tensor) -> Tensor:
     Score matching differentiates a DEQ cell two or three times. F.softplus's derivatives are
     finite for every x (a bare logaddexp(x, 0) has NaN second derivatives below x ≈ −88 in
     float32), vmap batches its double backward (torch 2.14), and its double-backward graph keeps
-    fewer tensors than the floored-logaddexp form used before: 12 % less step memory for the DEQ
-    VAE and 23–40 % for DKEF feature nets in the `vae` and `depth` suites
-    (benchmarks/results/softplus-change/).
+    fewer tensors than the floored-logaddexp form used before.
     """
     return F.softplus(x, beta=1.0, threshold=SOFTPLUS_THRESHOLD)
 

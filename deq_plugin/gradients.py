@@ -5,8 +5,7 @@
   torch.func.vmap of the derivatives (a batched Hessian trace); a custom autograd Function.
 - `unrolled`: autograd through every solver iteration (handled by `DEQ`, no code here).
 
-Why the implicit mode looks the way it does (see shared/notes/higher-order-implicit-
-differentiation.md): u and every cell parameter are explicit inputs of the Function and z* is its
+Why the implicit mode looks the way it does: u and every cell parameter are explicit inputs of the Function and z* is its
 *output*, saved with `save_for_backward`, so in a double backward the saved z* reconnects to the
 graph through this same Function and the implicit second derivative recurses. The cell's partial
 derivatives are taken with `torch.func.vjp` on a functional form of the cell. The adjoint

@@ -8,7 +8,6 @@ options). `apply_patch` turns the layers named in `config.deq.layers` into DEQ b
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -16,14 +15,15 @@ from ml_collections import ConfigDict
 from torch import nn
 
 from deq_plugin import DEQ, BlockSpec, swap
+from score_matching.registry import Registry
 
-PATCH_MODULES = ("patches.ncsn", "patches.density", "patches.vae")
 # config.deq fields handed to every block builder (the rest of config.deq selects layers).
 DEQ_OPTION_FIELDS = (
     "solver", "tol", "max_iter", "grad", "phantom_steps", "phantom_tau", "warm_start", "norm", "norm_lambda",
     "check_every",
 )
-_PATCHES: dict[str, Callable[[nn.Module], dict[str, "LayerPatch"]]] = {}
+PATCHES: Registry[Callable[[nn.Module], dict[str, "LayerPatch"]]] = Registry(
+    "patch", modules=("patches.ncsn", "patches.density", "patches.vae"))
 
 
 @dataclass
@@ -37,21 +37,12 @@ class LayerPatch:
 
 def register_patch(model_name: str):
     """Decorator registering `fn(model) -> {layer name: LayerPatch}` for a host model name."""
-
-    def decorator(fn):
-        if model_name in _PATCHES:
-            raise KeyError(f"a patch for model {model_name!r} is already registered")
-        _PATCHES[model_name] = fn
-        return fn
-
-    return decorator
+    return PATCHES.register(model_name)
 
 
 def swappable_layers(model: nn.Module, model_name: str) -> dict[str, LayerPatch]:
     """The layers of `model` that may become DEQ blocks, by name (empty if the model has no patch)."""
-    for name in PATCH_MODULES:
-        importlib.import_module(name)
-    return _PATCHES[model_name](model) if model_name in _PATCHES else {}
+    return PATCHES.get(model_name)(model) if model_name in PATCHES else {}
 
 
 def parse_layers(spec: str, valid: Sequence[str]) -> list[str]:

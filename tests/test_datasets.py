@@ -241,7 +241,7 @@ def test_registry_names_and_entry_point(uci_root):
     direct = load_uci("parkinsons", uci_root, protocol="clean", seed=2)
     assert torch.equal(via_registry.test, direct.test) and via_registry.protocol == "clean"
     assert get_dataset("gaussian", dim=7, sizes=(5, 2, 3)).train.shape == (5, 7)
-    with pytest.raises(KeyError, match="'imagenet'.*valid.*parkinsons"):
+    with pytest.raises(ValueError, match="'imagenet'.*valid.*parkinsons"):
         get_dataset("imagenet")
 
 

@@ -268,9 +268,9 @@ def test_label_statistics_tell_digits_from_noise(small_classifier, mnist_test_sp
 
 
 def _eval_config(tmp_path, classifier_path, **eval_overrides) -> ConfigDict:
-    from configs.default import get_default_config
+    from configs.defaults.ncsn import get_config
 
-    config = get_default_config()
+    config = get_config()
     config.data.dataset = "mnist"
     config.eval.cache_dir = str(tmp_path / "cache")
     config.eval.classifier_path = str(classifier_path)

@@ -1,16 +1,15 @@
 """benchmarks/gpu_training.sh's orchestration, run with a stand-in `python` that records its calls.
 
-The script is only ever run for real inside a 15-minute device call, so a mistake in its shell
-logic would cost that call. Here every `python` it starts is a stub that logs its arguments and
-writes the files a real run would (checkpoint, eval.json, sample grid), and the test checks the
-commands, the result folders and the packed archive.
+The script is run for real only on a GPU machine, where a mistake in its shell logic would cost a
+training session. Here every `python` it starts is a stub that logs its arguments and writes the
+files a real run would (checkpoint, eval.json, sample grid), and the test checks the commands and
+the result folders.
 """
 import os
 import pathlib
 import shutil
 import stat
 import subprocess
-import tarfile
 
 import pytest
 
@@ -45,13 +44,11 @@ def test_gpu_training_script_runs_all_three_parts(tmp_path):
     stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
     calls = tmp_path / "calls.txt"
     out = tmp_path / "out"
-    out.mkdir()
-    env = {key: value for key, value in os.environ.items() if key not in ("RESULTS", "VAE_SEEDS", "NICE_STEPS")}
-    env.update(PATH=f"{stub_dir}:{env['PATH']}", FAKE_PYTHON_CALLS=str(calls), DEVICE="cpu",
-               RUNS=str(tmp_path / "runs"), OUT=str(out))
+    env = {key: value for key, value in os.environ.items() if key not in ("VAE_SEEDS", "NICE_STEPS", "NCSN_STEPS")}
+    env.update(PATH=f"{stub_dir}:{env['PATH']}", FAKE_PYTHON_CALLS=str(calls), DEVICE="cpu")
 
-    done = subprocess.run(["bash", str(root / "benchmarks" / "gpu_training.sh"), "100"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(["bash", str(root / "benchmarks" / "gpu_training.sh"), str(out), str(tmp_path / "runs")],
+                          env=env, capture_output=True, text=True, timeout=120)
 
     assert done.returncode == 0, done.stdout + done.stderr
     lines = calls.read_text().splitlines()
@@ -64,9 +61,10 @@ def test_gpu_training_script_runs_all_three_parts(tmp_path):
         ncsn = [line for line in lines if f"configs/ncsn_{model}.py" in line]
         assert [("--mode=eval" in line, "--mode=sample" in line) for line in ncsn] == [
             (False, False), (True, False), (False, True)]
-        assert all("--config.device=cpu" in line and "--config.model.ngf=32" in line for line in ncsn)
-        assert "--config.eval.checkpoint=500" in ncsn[1]
-        assert (root / "benchmarks/results/ncsn-mnist-cpu" / model / "commands.txt").is_file()
+        assert all("--config.device=cpu" in line and "--config.model.ngf=32" in line
+                   and "--config.training.n_iters=5000" in line for line in ncsn)
+        assert sorted(p.name for p in (out / "ncsn-mnist-cpu" / model).iterdir()) == [
+            "commands.txt", "eval.json", "metrics.jsonl", "sample_step_500.png"]
     for seed in (45, 46):
         for model in ("baseline", "deq", "deq-K5"):
             vae = [line for line in lines if f"--workdir={tmp_path}/runs/vae/seed{seed}/{model} " in line]
@@ -81,10 +79,14 @@ def test_gpu_training_script_runs_all_three_parts(tmp_path):
             else:
                 assert len(vae) == 3 and "--config.deq.grad=unrolled --config.deq.tol=1e-6" in vae[2]
                 files.append("exact-derivatives-eval.json")
-            folder = root / f"benchmarks/results/vae-mnist-5000-cpu/seed{seed}/{model}"
+            folder = out / f"vae-mnist-5000-cpu/seed{seed}/{model}"
             assert sorted(p.name for p in folder.iterdir()) == sorted(files)
-    with tarfile.open(out / "training-results.tar.gz") as archive:
-        names = archive.getnames()
-    assert any(name.endswith("vae-mnist-5000-cpu/seed46/deq/eval.json") for name in names)
-    assert any(name.endswith("ncsn-mnist-cpu/deq/eval.json") for name in names)
-    assert any(name.endswith("gpu-training.log") for name in names)
+    assert (out / "gpu-training.log").is_file()
+    assert not (root / "benchmarks" / "results").exists()  # nothing is written outside OUTPUT_DIR
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_gpu_training_script_needs_an_output_folder():
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_training.sh")], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and "usage:" in done.stdout

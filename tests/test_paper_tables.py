@@ -1,11 +1,11 @@
-"""benchmarks.paper_tables: per-seed runs summarised against the paper, and the issue's targets."""
+"""benchmarks.paper_tables: per-seed runs summarised against the paper, and the targets."""
 import json
 import math
 
 import pytest
 
 from benchmarks import paper_tables
-from benchmarks.readme_tables import render_section
+from benchmarks.benchmarks_page import render_page as render_section
 from configs.overrides import apply_overrides
 from configs.paper_rows import ROWS, row_config
 
@@ -76,7 +76,7 @@ def test_report_means_stds_and_targets(tmp_path):
     assert json.loads(stem.with_suffix(".json").read_text()) == report
 
 
-def test_report_is_rendered_in_the_readme_section(tmp_path):
+def test_report_is_rendered_on_the_benchmarks_page(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
     _write_run(runs, "table4/DEQ-SSM", 0, test_log_likelihood_logit_space=-1800.0, test_sm_loss=-2500.0)
@@ -176,3 +176,51 @@ def test_gradient_mode_eval_of_a_checkpoint(tmp_path, monkeypatch, uci_root):
         gradient_mode_eval.evaluate_modes("tiny", str(tmp_path), step, 1e-7, overrides={"deq.phantom_step": 60})
     with pytest.raises(FileNotFoundError):
         gradient_mode_eval.evaluate_modes("tiny", str(tmp_path), step + 1, exact_tol=1e-7)
+
+
+def test_every_committed_paper_row_result_ran_at_its_groups_budget():
+    """configs/paper_rows.GROUPS is the one definition of the committed runs' budgets and overrides."""
+    from configs.paper_rows import GROUPS
+
+    checked = 0
+    for path in sorted(paper_tables.RESULTS.rglob("*.json")):
+        result = json.loads(path.read_text())
+        if not isinstance(result, dict) or result.get("analysis") != paper_tables.RUN_ANALYSIS:
+            continue
+        folder = path.parent.relative_to(paper_tables.RESULTS).as_posix()
+        groups = [g for g in GROUPS.values() if g.folder == folder and result["row"] in g.rows]
+        assert len(groups) == 1, f"{path.name}: no single group of {folder!r} holds row {result['row']!r}"
+        group = groups[0]
+        assert result["budget"] == {"n_iters": group.n_iters, **dict(group.overrides)}, path
+        evaluation = result.get("reevaluated", {}).get("command") or result["commands"][0]
+        for key, value in group.overrides:
+            assert f"--config.{key}={value}" in evaluation, (path, key)
+        checked += 1
+    assert checked == 48  # tables 2-4 at the short budget, the standard Gaussians, the longer d = 100 runs
+
+
+def _seed_run(folder, seed, model, elbo, ssm, exact=None, deq=False):
+    folder = folder / f"seed{seed}" / model
+    folder.mkdir(parents=True)
+    run = {"test_elbo": elbo, "test_ssm_vr_loss": ssm, "test_recon_nll": 70.0, "mnist_classifier_fd": 9.0,
+           "train_time_per_step_ms": 1.0, "train_peak_memory_mib": 2.0, **({"deq/augment/iterations": 5} if deq else {})}
+    (folder / "eval.json").write_text(json.dumps(run))
+    (folder / "eval-seed1.json").write_text(json.dumps({**run, "test_elbo": elbo - 2.0, "test_ssm_vr_loss": ssm + 4.0}))
+    if exact is not None:
+        (folder / "exact-derivatives-eval.json").write_text(json.dumps({"test_ssm_vr_loss": exact}))
+
+
+def test_seed_study_tables_average_evaluation_seeds_and_fall_back_to_the_studys_baselines(tmp_path, capsys):
+    _seed_run(tmp_path, 1, "baseline", -100.0, -10.0)
+    _seed_run(tmp_path, 1, "deq", -103.0, -20.0, exact=-5.0, deq=True)
+    _seed_run(tmp_path / "k5", 1, "deq", -99.0, -12.0, exact=-11.0, deq=True)  # no baseline of its own
+    paper_tables.main(["seeds", f"--study={tmp_path}"])
+    printed = capsys.readouterr().out
+    top, k5 = printed.split("### `k5`")
+    # means over evaluation seeds: baseline ELBO (-100 - 102) / 2 = -101, SSM (-10 - 6) / 2 = -8;
+    # exact SSM: the baseline's own eval.json (-10), the DEQ's re-scored file (-5)
+    assert "| 1 | baseline | `seed1/baseline` | 2 | -8.00 | -101.00 | -10.00 |" in top
+    assert "| 1 | deq | `seed1/deq` | 2 | -18.00 | -104.00 | -5.00 |" in top
+    # DEQ lead: SSM -8 - (-18) = +10 (lower is better), exact -10 - (-5) = -5, ELBO -104 - (-101) = -3
+    assert "| 1 | +10.00 | -5.00 | -3.00 |" in top
+    assert "| 1 | baseline | `seed1/baseline` |" in k5 and "| 1 | deq | `k5/seed1/deq` | 2 | -10.00 | -100.00 | -11.00 |" in k5

@@ -1,7 +1,7 @@
 """Tiny, CPU-sized versions of the experiment configs, and an in-process training run.
 
 Regenerate the golden baseline losses (only on purpose, after a change that is meant to alter
-them) with:  SCORE_MATCHING_DATA=../shared/data python tests/tiny_runs.py --regenerate
+them) with:  SCORE_MATCHING_DATA=<data root> python tests/tiny_runs.py --regenerate
 """
 from __future__ import annotations
 

@@ -5,7 +5,6 @@ the family. Ratios are taken to the variant called `Suite.reference` of the same
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -14,6 +13,7 @@ import torch
 
 from benchmarks.harness import Bench
 from benchmarks.report import Target
+from score_matching.registry import Registry
 
 SUITE_NAMES = ("depth", "grad", "solver", "losses", "ncsn", "ncsn_sampling", "vae")
 
@@ -65,8 +65,14 @@ class Suite:
         raise ValueError(f"suite {self.name!r} has no variant {model}/{name}; valid: {valid}")
 
 
+SUITES: Registry[Suite] = Registry("suite", modules=tuple(f"benchmarks.suites.{name}" for name in SUITE_NAMES))
+
+
+def register_suite(suite: Suite) -> Suite:
+    """Registers `suite` under its name (each module `benchmarks.suites.<name>` registers its `SUITE`)."""
+    return SUITES.register(suite.name)(suite)
+
+
 def get_suite(name: str) -> Suite:
-    """The suite called `name` (its module `benchmarks.suites.<name>` defines `SUITE`)."""
-    if name not in SUITE_NAMES:
-        raise ValueError(f"unknown suite {name!r}; valid: {list(SUITE_NAMES)}")
-    return importlib.import_module(f"benchmarks.suites.{name}").SUITE
+    """The suite called `name`; an unknown name is an error listing the valid ones."""
+    return SUITES.get(name)

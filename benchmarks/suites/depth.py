@@ -30,7 +30,7 @@ from benchmarks.harness import Bench, deq_contraction, training_bench
 from benchmarks.models import ConvScoreNet, deq_conv_core, explicit_conv_core
 from benchmarks.plots import MEMORY, TIME, families, save, title
 from benchmarks.report import Target, ratio_of
-from benchmarks.suites import Suite, Variant
+from benchmarks.suites import Suite, Variant, register_suite
 from deq_plugin import BlockSpec, swap
 from patches import swappable_layers
 from score_matching.losses import exact_score_matching, sliced_score_matching_vr
@@ -163,7 +163,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     save(fig, path)
 
 
-SUITE = Suite(
+SUITE = register_suite(Suite(
     name="depth",
     description="explicit stacks of 1-32 blocks vs their DEQ twin (conv score net with SSM-VR; DKEF with exact SM)",
     step="one training step: forward, loss (SSM-VR or DKEF's exact-SM loss), backward, Adam step",
@@ -173,4 +173,4 @@ SUITE = Suite(
     build=build,
     plot=plot,
     targets=targets,
-)
+))

@@ -23,7 +23,7 @@ from torch import Tensor
 from benchmarks.harness import Bench, deq_contraction, training_bench
 from benchmarks.models import DenseDEQEnergy
 from benchmarks.plots import MEMORY, TIME, bar_grid
-from benchmarks.suites import Suite, Variant
+from benchmarks.suites import Suite, Variant, register_suite
 from deq_plugin import DenseCell
 from score_matching.losses import exact_score_matching, score_from_log_density
 
@@ -108,7 +108,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     bar_grid(result, [MEMORY, TIME, *errors], path)
 
 
-SUITE = Suite(
+SUITE = register_suite(Suite(
     name="grad",
     description="phantom (K=1, 2, 5), implicit and unrolled gradients of one DEQ energy under exact SM",
     step=f"one training step: forward, exact-SM loss ({TRACE} Hessian trace), backward, Adam step",
@@ -117,4 +117,4 @@ SUITE = Suite(
     sizes=sizes,
     build=build,
     plot=plot,
-)
+))

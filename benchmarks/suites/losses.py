@@ -7,7 +7,7 @@ standard-normal data of dimension d = 15, 100 and 200. Each d is a model family
 backward passes over all d one-hot cotangents), "forward" (vmapped forward-mode products) and
 "loop" (one backward pass per dimension), the reference. Its step is a whole training step; the
 family "trace-d<d>" times the Hessian trace alone (`hessian_trace` on the same model and batch,
-with the graph a training step keeps), which is what the issue's 5× goal names.
+with the graph a training step keeps), which is what the 5× goal names.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from benchmarks.harness import Bench, count_params, training_bench
 from benchmarks.models import MLPEnergy
 from benchmarks.plots import MEMORY, TIME, families, save, title
 from benchmarks.report import Target, ratio_of
-from benchmarks.suites import Suite, Variant
+from benchmarks.suites import Suite, Variant, register_suite
 from score_matching.losses import TRACE_METHODS, exact_score_matching, hessian_trace, score_from_log_density
 
 DIMENSIONS = (15, 100, 200)
@@ -104,7 +104,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     save(fig, path)
 
 
-SUITE = Suite(
+SUITE = register_suite(Suite(
     name="losses",
     description="exact-SM Hessian trace: batched vs forward-mode vs per-dimension loop, d = 15, 100, 200",
     step="mlp-energy-d*: one training step (forward, exact-SM loss, backward, Adam step); trace-d*: the "
@@ -115,4 +115,4 @@ SUITE = Suite(
     build=build,
     plot=plot,
     targets=targets,
-)
+))

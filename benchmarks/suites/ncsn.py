@@ -32,7 +32,7 @@ from benchmarks.harness import Bench, training_bench
 from benchmarks.memory import MIB, retained_bytes
 from benchmarks.plots import TIME, bar_grid
 from benchmarks.report import Target, add_totals, ratio_of
-from benchmarks.suites import Suite, Variant
+from benchmarks.suites import Suite, Variant, register_suite
 from configs.paper_rows import row_config
 from patches import apply_patch
 from score_matching.losses import LOSSES
@@ -134,7 +134,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ], path)
 
 
-SUITE = Suite(
+SUITE = register_suite(Suite(
     name="ncsn",
     description="paper table 5: SSM-VR NCSN (RefineNet) vs TwoRes vs DEQ NCSN on CIFAR-10-shaped input",
     step="one training step: forward, annealed SSM-VR loss (one Rademacher projection), backward, Adam step",
@@ -144,4 +144,4 @@ SUITE = Suite(
     build=build,
     plot=plot,
     targets=targets,
-)
+))

@@ -38,7 +38,7 @@ from ml_collections import ConfigDict
 from benchmarks.harness import Bench, count_params
 from benchmarks.plots import families, save, title
 from benchmarks.report import Target, ratio_of
-from benchmarks.suites import Suite, Variant
+from benchmarks.suites import Suite, Variant, register_suite
 from configs.ncsn_deq import get_config
 from deq_plugin import DEQ
 from main import model_transform_for
@@ -219,7 +219,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     save(fig, path)
 
 
-SUITE = Suite(
+SUITE = register_suite(Suite(
     name="ncsn_sampling",
     description="DEQ NCSN annealed Langevin sampling: solver iterations per step with warm start off vs on",
     step="one annealed Langevin run (all noise levels + denoising) of n_samples chains, no grad",
@@ -229,4 +229,4 @@ SUITE = Suite(
     build=build,
     plot=plot,
     targets=targets,
-)
+))

@@ -38,7 +38,7 @@ from benchmarks.models import ConvScoreNet, DenseDEQEnergy, deq_conv_core
 from benchmarks.paper_solver import PAPER_SOLVER
 from benchmarks.plots import MEMORY, TIME, bar_grid
 from benchmarks.report import Target, ratio_of
-from benchmarks.suites import Suite, Variant
+from benchmarks.suites import Suite, Variant, register_suite
 from deq_plugin import DEQ, DenseCell
 from score_matching.losses import exact_score_matching, score_from_log_density
 
@@ -200,7 +200,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     bar_grid(result, [("cell_evals", "cell evaluations per forward solve", False), TIME, MEMORY], path)
 
 
-SUITE = Suite(
+SUITE = register_suite(Suite(
     name="solver",
     description="Picard vs Anderson, warm start on and off, and the paper's scheme (Picard, absolute "
                 "whole-batch tol, K=2), on a trained slow cell, along training, and on a conv DEQ",
@@ -212,4 +212,4 @@ SUITE = Suite(
     build=build,
     plot=plot,
     targets=targets,
-)
+))

@@ -33,7 +33,7 @@ from benchmarks.harness import Bench, deq_contraction, training_bench
 from benchmarks.plots import MEMORY, TIME, bar_grid
 from benchmarks.memory import MIB
 from benchmarks.report import Target, ratio_of
-from benchmarks.suites import Suite, Variant
+from benchmarks.suites import Suite, Variant, register_suite
 from benchmarks.report import add_totals
 from configs.paper_rows import row_config
 from deq_plugin import DEQ
@@ -168,7 +168,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     bar_grid(result, [MEMORY, total, TIME, ("score_net_params", "score-estimator parameters", False)], path)
 
 
-SUITE = Suite(
+SUITE = register_suite(Suite(
     name="vae",
     description="paper table 1: SSM VAE vs Aug(8) vs Aug(16) vs DEQ-SSM VAE (CelebA-shaped input)",
     step="one training step: encoder, decoder and score estimator forward, SSM-VR (one Gaussian projection) "
@@ -179,4 +179,4 @@ SUITE = Suite(
     build=build,
     plot=plot,
     targets=targets,
-)
+))

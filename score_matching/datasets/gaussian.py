@@ -1,6 +1,6 @@
 """High-dimensional Gaussian data (paper section 4.2.2) with its exact log-density and score.
 
-Split sizes are 4860/540/600 (train/val/test), as the issue and the sliced-score-matching code use;
+Split sizes are 4860/540/600 (train/val/test), as the sliced-score-matching code uses;
 the paper's text says 4860/600/540. The reference code drew N(0, I); here the covariance is a random,
 fixed-seed, well-conditioned matrix. `GAUSSIAN_DISTRIBUTIONS` names both: "random" (the default) and
 "standard", N(0, I), whose expected log-likelihood, -dim/2 (log 2 pi + 1), is the paper's

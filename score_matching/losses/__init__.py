@@ -32,18 +32,15 @@ from score_matching.registry import Registry
 LOSSES: Registry = Registry("loss")
 SCORE_LOSSES = ("sm", "ssm", "ssm_vr", "dsm")
 LOG_DENSITY_LOSSES = ("cp", "approx_bp", "mle")
-for _name, _loss in {
-    "sm": exact_score_matching,
-    "ssm": sliced_score_matching,
-    "ssm_vr": sliced_score_matching_vr,
-    "dsm": denoising_score_matching,
-    "cp": curvature_propagation,
-    "mle": maximum_likelihood,
-    "approx_bp": approx_backprop_score_matching,
-    "anneal_dsm": annealed_dsm,
-    "anneal_ssm_vr": annealed_ssm_vr,
-}.items():
-    LOSSES.register(_name)(_loss)
+LOSSES.register("sm")(exact_score_matching)
+LOSSES.register("ssm")(sliced_score_matching)
+LOSSES.register("ssm_vr")(sliced_score_matching_vr)
+LOSSES.register("dsm")(denoising_score_matching)
+LOSSES.register("cp")(curvature_propagation)
+LOSSES.register("mle")(maximum_likelihood)
+LOSSES.register("approx_bp")(approx_backprop_score_matching)
+LOSSES.register("anneal_dsm")(annealed_dsm)
+LOSSES.register("anneal_ssm_vr")(annealed_ssm_vr)
 
 __all__ = [
     "LOG_DENSITY_LOSSES",

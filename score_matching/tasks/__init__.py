@@ -7,7 +7,6 @@ needs. Tasks are registered by the model names they serve.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -17,9 +16,6 @@ from torch import Tensor, nn
 
 from score_matching.registry import Registry
 
-TASK_MODULES = (
-    "score_matching.tasks.ncsn", "score_matching.tasks.dkef", "score_matching.tasks.nice", "score_matching.tasks.vae",
-)
 ModelTransform = Callable[[nn.Module, tuple], nn.Module]
 
 
@@ -38,7 +34,8 @@ class Task:
     val_loss: Callable[[nn.Module], float] | None = None  # validation loss for model selection (lower is better)
 
 
-TASKS: Registry[Callable[[ConfigDict, torch.device, ModelTransform], Task]] = Registry("task")
+TASKS: Registry[Callable[[ConfigDict, torch.device, ModelTransform], Task]] = Registry(
+    "task", modules=tuple(f"score_matching.tasks.{name}" for name in ("ncsn", "dkef", "nice", "vae")))
 
 
 def register_task(*model_names: str):
@@ -54,6 +51,4 @@ def register_task(*model_names: str):
 
 def build_task(config: ConfigDict, device: torch.device, model_transform: ModelTransform) -> Task:
     """The task serving `config.model.name`."""
-    for module in TASK_MODULES:
-        importlib.import_module(module)
     return TASKS.get(config.model.name)(config, device, model_transform)

@@ -1,24 +1,20 @@
-"""Prints this folder's tables: per training seed and model, the test metrics averaged over the
-evaluation seeds, then the mean ± std over training seeds and each DEQ's lead on each seed.
+"""Baseline against DEQ over training seeds: the tables of a seed study such as
+benchmarks/results/vae-mnist-5000/ (`python -m benchmarks.paper_tables seeds --study=FOLDER`).
 
-Run from the repository root: `PYTHONPATH=. python benchmarks/results/vae-mnist-5000/summarise.py`.
-A run folder holds `eval.json` (evaluation seed = training seed), `eval-seed{1,2}.json` and, for a
-DEQ, `exact-derivatives-eval.json` (the same checkpoint scored with exact derivatives at evaluation
-seed = training seed). Two comparisons:
-- "K = 2": `seed<k>/deq` (configs/vae_deq.py, phantom K = 2) against `seed<k>/baseline`;
-- "K = 5": `phantom-K5/seed<k>/deq` against the baseline trained on the same machine:
-  `phantom-K5/seed<k>/baseline` where there is one, else `seed<k>/baseline`;
-- "K = 5, trained on to 7000 iterations": `to-7000/seed<k>/{baseline,deq}`, the K = 5 comparison's
-  runs resumed from their 5000-step checkpoints (evaluated at evaluation seed = training seed only).
+A study folder holds `seed<k>/{baseline,deq}/` run folders, and may hold sub-folders with more such
+runs (another DEQ setting, or the same runs trained on). A run folder holds `eval.json` (evaluation
+seed = training seed), optionally `eval-seed<e>.json` (other evaluation seeds) and, for a DEQ,
+`exact-derivatives-eval.json` (the same checkpoint scored with exact derivatives). Printed per
+comparison: each run's test metrics (the eval-seed metrics averaged over its evaluation seeds), the
+mean ± std over training seeds, and the DEQ's lead on each seed.
 """
+from __future__ import annotations
+
 import json
-import pathlib
+from pathlib import Path
 
 from benchmarks.paper_tables import summarise
 
-FOLDER = pathlib.Path(__file__).resolve().parent
-K5 = FOLDER / "phantom-K5"
-TO_7000 = FOLDER / "to-7000"
 MODELS = ("baseline", "deq")
 # (eval.json field, heading, True if higher is better), averaged over the evaluation seeds
 EVAL_SEED_METRICS = (("test_ssm_vr_loss", "test SSM-VR loss", False), ("test_elbo", "test ELBO", True))
@@ -28,7 +24,7 @@ RUN_METRICS = (("test_recon_nll", "test recon. NLL", False), ("mnist_classifier_
 LEAD_METRICS = (EVAL_SEED_METRICS[0], EXACT_SSM, EVAL_SEED_METRICS[1])
 
 
-def load(folder: pathlib.Path) -> dict[str, float]:
+def load(folder: Path) -> dict[str, float]:
     """One trained model's numbers: the eval-seed metrics averaged over its evaluations other than
     the exact-derivative one, the rest from its own eval.json. A model without a DEQ has exact
     derivatives already, so its exact SSM-VR loss is its eval.json's."""
@@ -45,24 +41,25 @@ def load(folder: pathlib.Path) -> dict[str, float]:
     return numbers
 
 
-def training_seeds(folder: pathlib.Path) -> list[int]:
+def training_seeds(folder: Path) -> list[int]:
     """The training seeds k of `folder`'s `seed<k>` subfolders, in order."""
     return sorted(int(p.name[4:]) for p in folder.glob("seed*") if p.is_dir())
 
 
-def comparisons() -> dict[str, dict[int, dict[str, pathlib.Path]]]:
-    """Per comparison and training seed, the run folders of the baseline and the DEQ."""
-    k5 = {}
-    for seed in training_seeds(K5):
-        own_baseline = K5 / f"seed{seed}/baseline"
-        baseline = own_baseline if own_baseline.is_dir() else FOLDER / f"seed{seed}/baseline"
-        k5[seed] = {"baseline": baseline, "deq": K5 / f"seed{seed}/deq"}
-    return {
-        "K = 2": {seed: {m: FOLDER / f"seed{seed}/{m}" for m in MODELS} for seed in training_seeds(FOLDER)},
-        "K = 5": k5,
-        "K = 5, trained on to 7000 iterations": {
-            seed: {m: TO_7000 / f"seed{seed}/{m}" for m in MODELS} for seed in training_seeds(TO_7000)},
-    }
+def comparisons(study: Path) -> dict[str, dict[int, dict[str, Path]]]:
+    """Per comparison (the study folder and each sub-folder with `seed<k>/` runs) and training seed, the
+    run folders of the baseline and the DEQ. A comparison without its own baseline for a seed (a DEQ
+    setting retrained beside the study's baselines) uses the study folder's `seed<k>/baseline`."""
+    found = {}
+    for folder in [study, *sorted(p for p in study.iterdir() if p.is_dir() and not p.name.startswith("seed"))]:
+        runs = {}
+        for seed in training_seeds(folder):
+            own = folder / f"seed{seed}" / "baseline"
+            runs[seed] = {"baseline": own if own.is_dir() else study / f"seed{seed}" / "baseline",
+                          "deq": folder / f"seed{seed}" / "deq"}
+        if runs:
+            found[folder.relative_to(study).as_posix()] = runs
+    return found
 
 
 def cell(numbers: dict[str, float], field: str) -> str:
@@ -70,16 +67,16 @@ def cell(numbers: dict[str, float], field: str) -> str:
     return f"{numbers[field]:.2f}" if field in numbers else "—"
 
 
-def print_comparison(name: str, runs_by_seed: dict[int, dict[str, pathlib.Path]]) -> None:
+def print_comparison(study: Path, name: str, runs_by_seed: dict[int, dict[str, Path]]) -> None:
     """The per-seed table, the mean ± std over training seeds and the DEQ's lead per seed."""
     runs = {(seed, model): load(folder) for seed, models in runs_by_seed.items() for model, folder in models.items()}
     seeds = list(runs_by_seed)
     fields = (*EVAL_SEED_METRICS, EXACT_SSM, *RUN_METRICS)
-    print(f"### DEQ with phantom {name}\n")
+    print(f"### `{name}`: {len(runs_by_seed)} training seeds\n")
     print("| training seed | model | run | eval seeds | " + " | ".join(h for _, h, _ in fields) + " |")
     print("|---" * (4 + len(fields)) + "|")
     for seed, model in runs:
-        folder = runs_by_seed[seed][model].relative_to(FOLDER)
+        folder = runs_by_seed[seed][model].relative_to(study)
         cells = [cell(runs[seed, model], field) for field, _, _ in fields]
         print(f"| {seed} | {model} | `{folder}` | {runs[seed, model]['n_eval_seeds']} | " + " | ".join(cells) + " |")
     print()
@@ -107,12 +104,7 @@ def print_comparison(name: str, runs_by_seed: dict[int, dict[str, pathlib.Path]]
     print()
 
 
-def main() -> None:
-    """Prints every comparison that has runs."""
-    for name, runs_by_seed in comparisons().items():
-        if runs_by_seed:
-            print_comparison(name, runs_by_seed)
-
-
-if __name__ == "__main__":
-    main()
+def print_study(study: Path) -> None:
+    """Prints every comparison of the study folder that has runs."""
+    for name, runs_by_seed in comparisons(study).items():
+        print_comparison(study, name, runs_by_seed)

@@ -1,11 +1,11 @@
-"""README.md's results section: current with the committed JSON, and made of their numbers only."""
+"""docs/benchmarks.md: current with the committed JSON, and made of their numbers only."""
 import json
 import re
 from pathlib import Path
 
 import pytest
 
-from benchmarks.readme_tables import README, RESULTS, END, START, render_section, split_readme, updated_readme
+from benchmarks.benchmarks_page import PAGE, RESULTS, TITLE, render_page
 from benchmarks.report import format_value
 
 NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[+-]?\d+)?")
@@ -35,17 +35,16 @@ def _numbers_in_files(results: Path) -> set[str]:
     return tokens
 
 
-def test_readme_section_is_regenerated_from_the_committed_results():
-    # Stale README numbers fail here: run `python -m benchmarks.readme_tables` after a benchmark.
-    _, section, _ = split_readme(README.read_text())
-    assert section == "\n" + render_section(RESULTS)
+def test_page_is_regenerated_from_the_committed_results():
+    # Stale numbers fail here: run `python -m benchmarks.benchmarks_page` after a benchmark.
+    assert PAGE.read_text() == render_page(RESULTS)
 
 
-def test_every_number_in_the_readme_section_comes_from_a_result_file():
-    _, section, _ = split_readme(README.read_text())
+def test_every_number_on_the_page_comes_from_a_result_file():
+    body = PAGE.read_text().split("\n", 3)[3]  # after the title and the intro
     allowed = _numbers_in_files(RESULTS)
-    stray = sorted({token for token in NUMBER.findall(section) if token not in allowed})
-    assert not stray, f"numbers in README.md's results section found in no result file: {stray}"
+    stray = sorted({token for token in NUMBER.findall(body) if token not in allowed})
+    assert not stray, f"numbers in docs/benchmarks.md found in no result file: {stray}"
 
 
 def _suite(device, quick, met):
@@ -68,7 +67,7 @@ def test_section_renders_every_suite_file_sorted_and_skips_other_json(tmp_path):
     (tmp_path / "nested").mkdir()
     (tmp_path / "nested" / "a-cuda.json").write_text(json.dumps({**_suite("NVIDIA H100", False, False), "date": "2026-12-04"}))
     (tmp_path / "log.json").write_text(json.dumps({"not": "a result"}))
-    section = render_section(tmp_path)
+    section = render_page(tmp_path)
     cpu = section.index("### `toy` on Some CPU (cpu): CPU, `--quick` sizes")
     # a result's date, where it has one, and its sub-folder of the results
     gpu = section.index("### `toy` on NVIDIA H100: GPU, 2026-12-04 — `nested/`\n")
@@ -79,17 +78,12 @@ def test_section_renders_every_suite_file_sorted_and_skips_other_json(tmp_path):
     assert "| fast / ref time | 0.25 | <= 0.5 | yes |" in section[cpu:gpu]
     assert "| fast / ref time | 0.25 | <= 0.5 | no |" in section[gpu:]
     assert "[plot](" in section[cpu:gpu] and "[plot](" not in section[gpu:]  # only b-cpu has a PNG
-    assert f"({tmp_path}" not in section  # links are relative to the repository root
+    assert f"({tmp_path}" not in section  # links are relative to the page's folder, docs/
 
 
-def test_markers_must_appear_once_and_in_order(tmp_path):
-    text = f"# Title\n\n## Results\n\n{START}\nold numbers 1.23\n{END}\n\n## Next\n"
-    updated = updated_readme(text, tmp_path)
-    assert updated.startswith(f"# Title\n\n## Results\n\n{START}\n") and updated.endswith(f"{END}\n\n## Next\n")
-    assert "1.23" not in updated and "No result files yet." in updated
-    for bad in ("no markers", f"{END}\n{START}", f"{START}{START}{END}"):
-        with pytest.raises(ValueError, match="must contain"):
-            split_readme(bad)
+def test_an_empty_results_folder_says_so(tmp_path):
+    page = render_page(tmp_path)
+    assert page.startswith(TITLE + "\n") and page.endswith("No result files yet.\n")
 
 
 def test_a_variant_paper_tables_report_is_titled_by_its_folder_and_shared_overrides(tmp_path):
@@ -99,7 +93,7 @@ def test_a_variant_paper_tables_report_is_titled_by_its_folder_and_shared_overri
     (tmp_path / "paper-tables.json").write_text(json.dumps(report))
     (tmp_path / "on-standard").mkdir()
     (tmp_path / "on-standard" / "report.json").write_text(json.dumps(variant))
-    section = render_section(tmp_path)
+    section = render_page(tmp_path)
     parts = section.split("### Paper tables")[1:]
     variant_part, main_part = parts  # sorted by path: on-standard/report.json first
     assert variant_part.startswith(" 2–4, ours against the paper: `on-standard` (")
