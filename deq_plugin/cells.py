@@ -5,6 +5,9 @@
 - `ResidualCell`: f(z, u) = h(z) + u for a block h the user gives (the NCSN DEQ-ResBlock); h must
   be a contraction for the fixed point to be well posed — normalise its weights with
   `deq_plugin.norms.normalize_all`.
+- `ShortcutResidualCell`: f(z, u) = b(z) - z + u for an identity-shortcut block b(x) = x + r(x),
+  i.e. r(z) + u without taking the block apart.
+- `StackCell`:    f(z, u) = σ(T(z) + u) for a stack T of the user's layers and a σ of theirs.
 The activation defaults to softplus: score matching differentiates the cell twice, which needs a
 twice-differentiable σ; every offered activation is 1-Lipschitz, so normalisation with λ > 1
 makes the dense and convolutional cells contractions.
@@ -91,6 +94,32 @@ class ResidualCell(nn.Module):
 
     def forward(self, z: Tensor, u: Tensor, *context: Tensor) -> Tensor:
         return self.block(z, *context) + u
+
+
+class ShortcutResidualCell(nn.Module):
+    """f(z, u, *context) = block(z, *context) - z + u for an identity-shortcut block x ↦ x + r(x, *context).
+
+    The cell is r(z, *context) + u with r run inside the user's own block; keep r contractive.
+    """
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, z: Tensor, u: Tensor, *context: Tensor) -> Tensor:
+        return self.block(z, *context) - z + u
+
+
+class StackCell(nn.Module):
+    """f(z, u) = σ(T(z) + u) for a layer stack T and an activation module σ."""
+
+    def __init__(self, body: nn.Module, activation: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+        self.activation = activation
+
+    def forward(self, z: Tensor, u: Tensor) -> Tensor:
+        return self.activation(self.body(z) + u)
 
 
 class Activation(nn.Module):
