@@ -105,13 +105,12 @@ def _check_fit(name: str, block: nn.Module, inputs: tuple, expected: Tensor) -> 
 
 
 def _check_converged(name: str, block: nn.Module, on_unconverged: str) -> None:
-    for path, deq in ((p, m) for p, m in block.named_modules() if isinstance(m, DEQ)):
+    for deq in (m for m in block.modules() if isinstance(m, DEQ)):
         stats = deq.stats
         if stats is None or stats.converged:
             continue
-        layer = f"{name}.{path}" if path else name
         message = (
-            f"DEQ layer {layer!r} did not converge on the example inputs: {stats.n_iter} iterations, relative "
+            f"DEQ layer {deq.name!r} (in {name!r}) did not converge on the example inputs: {stats.n_iter} iterations, relative "
             f"residual {stats.rel_residual:.3g} > tol {deq.tol:g}. Try: a larger norm_lambda (a stronger "
             "contraction), norm_layers='remove' if it keeps norm layers, solver='anderson', or a larger max_iter"
         )
