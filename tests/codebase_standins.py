@@ -4,7 +4,7 @@ Written here from the published architectures' descriptions (not copied):
 - `NCSNv2Standin`: an NCSNv2-style model; identity-shortcut `ResidualBlock`s with conv1, conv2,
   non_linearity, a conditional instance norm (InstanceNorm++ style, forward (x, y)) as normalize1/2
   and dilated convolutions, kept in `nn.ModuleList`s; the score is divided by the noise level.
-- `DDPMStandin`: a DDPM-style network; `ResnetBlock`s with GroupNorm, SiLU, dropout and a time
+- `DDPMStandin`: a DDPM-style network (blocks at down[i].block[j], mid.block_1/2); `ResnetBlock`s with GroupNorm, SiLU, dropout and a time
   embedding `temb` added between the convolutions, a 1x1 `nin_shortcut` when channels change.
 - `LearnedShortcutBlock`: a residual block whose shortcut is a 1x1 convolution.
 - `MLPEnergy`: an energy MLP whose layers sit in an `nn.ModuleList`.
@@ -69,6 +69,9 @@ class NCSNv2Standin(nn.Module):
         self.res2 = nn.ModuleList(
             [ResidualBlock(width, 2 * width, num_classes, dilation=2), ResidualBlock(2 * width, 2 * width, num_classes, dilation=2)]
         )
+        self.res3 = nn.ModuleList(
+            [ResidualBlock(2 * width, 2 * width, num_classes, dilation=4), ResidualBlock(2 * width, 2 * width, num_classes, dilation=4)]
+        )
         self.act = nn.ELU()
         self.end_conv = nn.Conv2d(2 * width, channels, 3, padding=1)
 
@@ -77,6 +80,8 @@ class NCSNv2Standin(nn.Module):
         for layer in self.res1:
             h = layer(h, y)
         for layer in self.res2:
+            h = layer(h, y)
+        for layer in self.res3:
             h = layer(h, y)
         return self.end_conv(self.act(h)) / self.sigmas[y][:, None, None, None]
 
@@ -118,17 +123,22 @@ class DDPMStandin(nn.Module):
         self.width = width
         self.temb = nn.ModuleList([nn.Linear(width, 4 * width), nn.Linear(4 * width, 4 * width)])
         self.conv_in = nn.Conv2d(channels, width, 3, padding=1)
-        self.down = nn.ModuleList([ResnetBlock(width, width, 4 * width), ResnetBlock(width, 2 * width, 4 * width)])
-        self.mid = ResnetBlock(2 * width, 2 * width, 4 * width)
+        self.down = nn.ModuleList([nn.Module(), nn.Module()])
+        self.down[0].block = nn.ModuleList([ResnetBlock(width, width, 4 * width), ResnetBlock(width, width, 4 * width)])
+        self.down[1].block = nn.ModuleList([ResnetBlock(width, 2 * width, 4 * width)])
+        self.mid = nn.Module()
+        self.mid.block_1 = ResnetBlock(2 * width, 2 * width, 4 * width)
+        self.mid.block_2 = ResnetBlock(2 * width, 2 * width, 4 * width)
         self.norm_out = nn.GroupNorm(4, 2 * width)
         self.conv_out = nn.Conv2d(2 * width, channels, 3, padding=1)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         temb = self.temb[1](F.silu(self.temb[0](timestep_embedding(t, self.width))))
         h = self.conv_in(x)
-        for block in self.down:
-            h = block(h, temb)
-        h = self.mid(h, temb)
+        for level in self.down:
+            for block in level.block:
+                h = block(h, temb)
+        h = self.mid.block_2(self.mid.block_1(h, temb), temb)
         return self.conv_out(F.silu(self.norm_out(h)))
 
 

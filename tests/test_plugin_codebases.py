@@ -14,6 +14,7 @@ from deq_plugin import (
 from deq_plugin.blocks import Bypass
 
 NCSN_TARGETS = ("res1.0", "res1.1", "res2.1")
+DDPM_SPEC = {"down.0.block.1": "residual", "mid.block_1": "residual"}
 
 
 @pytest.fixture(autouse=True)
@@ -144,19 +145,18 @@ def test_norm_layers_keep_keeps_the_conditional_norms_and_remove_guarantees_a_co
 def test_ddpm_resnet_blocks_with_a_time_embedding_swap_converge_and_train():
     model = DDPMStandin()
     x, t = ddpm_inputs()
-    before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("mid.conv", "mid.temb_proj"))}
-    swap(model, {"down.0": "residual", "mid": "residual"}, (x, t))
-    assert isinstance(model.mid, DEQBlock)
+    before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("mid.block_1.conv", "mid.block_1.temb_proj"))}
+    swap(model, DDPM_SPEC, (x, t))
+    assert isinstance(model.mid.block_1, DEQBlock)
     for key, value in before.items():
-        block, rest = key.split(".", 1)
-        layer, param = rest.split(".")
+        block, layer, param = key.rsplit(".", 2)
         new_key = f"{block}.deq.cell.block.{layer}." + ("parametrizations.weight.original" if param == "weight" else param)
         assert torch.equal(model.state_dict()[new_key], value)
     with torch.no_grad():
         model(x, t)
     assert all(s.converged and s.n_iter <= 20 for s in layer_stats(model).values())
-    with pytest.raises(ValueError, match="'mid' \\(in 'mid'\\) did not converge on the example inputs"):
-        swap(DDPMStandin(), {"mid": BlockSpec("residual", {"dropout": "keep", "tol": 1e-6})}, (x, t))
+    with pytest.raises(ValueError, match="'mid.block_1' \\(in 'mid.block_1'\\) did not converge on the example inputs"):
+        swap(DDPMStandin(), {"mid.block_1": BlockSpec("residual", {"dropout": "keep", "tol": 1e-6})}, (x, t))
 
     def loss():
         noise = torch.randn_like(x)
@@ -164,7 +164,7 @@ def test_ddpm_resnet_blocks_with_a_time_embedding_swap_converge_and_train():
 
     losses = train_losses(model, loss)
     assert losses[-1] < 0.9 * losses[0], losses
-    twin = swap(DDPMStandin(), {"down.0": "residual", "mid": "residual"}, (x, t))
+    twin = swap(DDPMStandin(), DDPM_SPEC, (x, t))
     twin.load_state_dict(model.state_dict(), strict=True)
 
 
