@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codebase_standins import DDPMStandin, LearnedShortcutBlock, MLPEnergy, NCSNv2Standin
+from benchmarks.codebase_standins import DDPMStandin, LearnedShortcutBlock, MLPEnergy, NCSNv2Standin
 from deq_plugin import (
     BlockSpec, DEQBlock, ShortcutResidualCell, StackCell, check_identity_shortcut, contraction_factor, layer_stats, prepare_layers, swap,
 )

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch._dynamo
 
-from codebase_standins import MLPEnergy, NCSNv2Standin
+from benchmarks.codebase_standins import MLPEnergy, NCSNv2Standin
 from deq_plugin import BlockSpec, layer_stats, swap
 from deq_plugin.deq import COMPILED_CHECK_EVERY
 

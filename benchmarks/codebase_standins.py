@@ -1,4 +1,4 @@
-"""Score models written the way public score codebases write them, for testing `deq_plugin.swap` on them.
+"""Score models written the way public score codebases write them, to test and benchmark `deq_plugin.swap` on.
 
 Written here from the published architectures' descriptions (not copied):
 - `NCSNv2Standin`: an NCSNv2-style model; identity-shortcut `ResidualBlock`s with conv1, conv2,
