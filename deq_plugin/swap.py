@@ -8,6 +8,7 @@ layers must converge there.
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import re
 import warnings
@@ -160,24 +161,51 @@ def swap(
     io = _record_io(model_to_swap, targets, example_inputs)
     # Replace slices from the highest index down so earlier indices stay valid.
     order = sorted(targets, key=lambda n: (targets[n].path, -(targets[n].start or 0)))
+    done: list[tuple[_Target, nn.Module]] = []
     for name in order:
-        target, block_spec = targets[name], spec[name]
-        original = target.modules()
-        reference = next(iter(p for p in original.parameters()), None)
-        inputs, output = io[name]
-        builder = BLOCKS.get(block_spec.block)
-        options = dict(block_spec.options)
-        if "example_inputs" in inspect.signature(builder).parameters:
-            options["example_inputs"] = inputs
-        block = builder(original, name=name, **options)
-        if reference is not None:
-            block = block.to(device=reference.device, dtype=reference.dtype)
-        _check_fit(name, block, inputs, output)
-        _check_converged(name, block, on_unconverged)
-        for deq in (m for m in block.modules() if isinstance(m, DEQ)):
-            deq.reset_warm_start()  # the probe must not seed the first real solve
+        target = targets[name]
+        # Builders rebuild the original's own layers in place; a copy restores them if any target fails.
+        backup = copy.deepcopy(target.modules())
+        try:
+            block = _build(name, target, spec[name], io[name], on_unconverged)
+        except BaseException:
+            _put_back(model_to_swap, target, backup, installed=False)
+            for swapped_target, swapped_backup in reversed(done):
+                _put_back(model_to_swap, swapped_target, swapped_backup, installed=True)
+            raise
         _install(model_to_swap, target, block)
+        done.append((target, backup))
     return model
+
+
+def _build(name: str, target: _Target, block_spec: BlockSpec, io: tuple, on_unconverged: str) -> nn.Module:
+    """The checked replacement of one target: built, moved, fitted, converged, warm state cleared."""
+    original = target.modules()
+    reference = next(iter(p for p in original.parameters()), None)
+    inputs, output = io
+    builder = BLOCKS.get(block_spec.block)
+    options = dict(block_spec.options)
+    if "example_inputs" in inspect.signature(builder).parameters:
+        options["example_inputs"] = inputs
+    block = builder(original, name=name, **options)
+    if reference is not None:
+        block = block.to(device=reference.device, dtype=reference.dtype)
+    _check_fit(name, block, inputs, output)
+    _check_converged(name, block, on_unconverged)
+    for deq in (m for m in block.modules() if isinstance(m, DEQ)):
+        deq.reset_warm_start()  # the probe must not seed the first real solve
+    return block
+
+
+def _put_back(model: nn.Module, target: _Target, backup: nn.Module, installed: bool) -> None:
+    """Restores a target's original layers from their copy (in place of its block if `installed`)."""
+    if target.start is None:
+        _install(model, target, backup)
+        return
+    stop = target.start + 1 if installed else target.stop
+    layers = list(target.parent)
+    layers[target.start : stop] = list(backup)
+    _refill(target.parent, layers)
 
 
 def layer_stats(model: nn.Module) -> dict[str, DEQStats | None]:
@@ -199,12 +227,15 @@ def _install(model: nn.Module, target: _Target, block: nn.Module) -> None:
     if target.start is not None:
         layers = list(target.parent)
         layers[target.start : target.stop] = [block]
-        stack: nn.Sequential = target.parent
-        for key in list(stack._modules):
-            del stack._modules[key]
-        for i, layer in enumerate(layers):
-            stack.add_module(str(i), layer)
+        _refill(target.parent, layers)
         return
     parent_path, _, attr = target.path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     setattr(parent, attr, block)
+
+
+def _refill(stack: nn.Sequential, layers: list[nn.Module]) -> None:
+    for key in list(stack._modules):
+        del stack._modules[key]
+    for i, layer in enumerate(layers):
+        stack.add_module(str(i), layer)

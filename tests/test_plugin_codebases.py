@@ -317,3 +317,23 @@ def test_layer_stats_names_unrun_and_duplicate_layers():
     model(torch.randn(2, 3))
     stats = layer_stats(model)
     assert stats["0"] is model[0].stats and stats["other"].converged
+
+
+def test_a_failed_swap_leaves_the_model_as_it_was():
+    model = NCSNv2Standin().eval()
+    x, labels = ncsn_inputs()
+    before, keys = model(x, labels), list(model.state_dict())
+    spec = {"res1.0": "residual", "res1.1": BlockSpec("residual", {"max_iter": 1, "tol": 1e-9})}
+    with pytest.raises(ValueError, match="'res1.1'.*did not converge"):
+        swap(model, spec, (x, labels))
+    assert list(model.state_dict()) == keys and torch.equal(model(x, labels), before)
+
+    from test_swap import Host
+
+    host = Host()
+    kinds = [type(m).__name__ for m in host.stack]
+    inputs = torch.randn(3, 3)
+    expected = host(inputs)
+    with pytest.raises(ValueError, match="'stack\\[0:2\\]'.*did not converge"):
+        swap(host, {"stack[4:6]": "dense", "stack[0:2]": BlockSpec("dense", {"max_iter": 1, "tol": 1e-9})}, (inputs,))
+    assert [type(m).__name__ for m in host.stack] == kinds and torch.equal(host(inputs), expected)
