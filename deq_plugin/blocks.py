@@ -8,7 +8,8 @@ accepts an `example_inputs` keyword receives the positional inputs the module wa
 
 Kinds that keep the module's own (trained) layers, normalising their weights in place:
 - "residual": an identity-shortcut block x ↦ x + r(x, *context) (NCSNv2 `ResidualBlock`, DDPM
-  `ResnetBlock`); the cell is z ↦ r(z, *context) + u. The identity shortcut is checked.
+  `ResnetBlock`; also (x + r) / √2 as NCSN++ rescales it); the cell is z ↦ r(z, *context) + u.
+  The shortcut is checked.
 - "residual_branch": a module that *is* the residual branch r(x, *context); same cell.
 - "conv_stack" / "mlp_stack": a stack of Conv2d / Linear layers with activations; its first
   layer (and what follows it up to the second) becomes the injection g(y) and the rest the
@@ -41,6 +42,8 @@ TORCH_NORM_LAYERS = (
     nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
     nn.InstanceNorm3d, nn.GroupNorm, nn.LayerNorm,
 )
+# A shortcut rescaled by less than this (relative to the input) is taken for a missing one.
+SHORTCUT_SCALE_MIN = 1e-3
 DROPOUT_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 
 
@@ -106,13 +109,14 @@ def prepare_layers(module: nn.Module, norm_layers: str = "remove", dropout: str 
     return module
 
 
-def check_identity_shortcut(block: nn.Module, example_inputs: Sequence[Any], name: str | None = None) -> None:
-    """Raises unless `block` is x ↦ x + r(x, ...) with r ending in a Linear/Conv layer.
+def check_identity_shortcut(block: nn.Module, example_inputs: Sequence[Any], name: str | None = None) -> float:
+    """Returns c where `block` is x ↦ c (x + r(x, ...)) with r ending in a Linear/Conv layer; raises otherwise.
 
-    By structure: an attribute named like a shortcut (`SHORTCUT_ATTRIBUTES`) must be None or
+    c is 1 for a plain identity shortcut and 1/√2 for the rescaled skip of NCSN++-style blocks. By
+    structure: an attribute named like a shortcut (`SHORTCUT_ATTRIBUTES`) must be None or
     nn.Identity. On the example inputs: the block must keep x's shape, and with every Linear and
-    Conv weight and bias set to zero (r then returns 0) it must return x exactly; a learned,
-    rescaled or missing shortcut does not.
+    Conv weight and bias set to zero (r then returns 0) it must return c x exactly, c > 0; a
+    learned or missing shortcut does not.
     """
     label = f"{name!r} ({type(block).__name__})" if name else type(block).__name__
     for attribute in SHORTCUT_ATTRIBUTES:
@@ -142,14 +146,16 @@ def check_identity_shortcut(block: nn.Module, example_inputs: Sequence[Any], nam
         if not zeroed:
             raise ValueError(f"block {label} has no Linear or Conv layer; the 'residual' kind cannot find its branch")
         bare = functional_call(block, zeroed, tuple(example_inputs))
-    gap = (bare - x).abs().max().item()
-    if gap > 1e-6 * max(x.abs().max().item(), 1.0):
+    scale = ((bare * x).sum() / x.pow(2).sum().clamp_min(torch.finfo(x.dtype).tiny)).item()
+    gap = (bare - scale * x).abs().max().item()
+    if scale <= SHORTCUT_SCALE_MIN or gap > 1e-6 * max(x.abs().max().item(), 1.0):
         raise ValueError(
             f"block {label} is not x + r(x) with an identity shortcut: with its Linear/Conv layers zeroed it returns "
-            f"a tensor {gap:.3g} away from its input (a learned, rescaled or missing shortcut, or a branch that does "
-            "not end in a Linear/Conv layer). Use 'conv_stack' for a plain stack, or pass the block's residual "
+            f"a tensor {gap:.3g} away from {scale:.3g} times its input (a learned or missing shortcut, or a branch that "
+            "does not end in a Linear/Conv layer). Use 'conv_stack' for a plain stack, or pass the block's residual "
             "branch to the 'residual_branch' kind in a block of your own"
         )
+    return scale
 
 
 @register_block("residual")
@@ -160,22 +166,24 @@ def identity_residual_block(
     norm_lambda: float = 2.0,
     norm_layers: str = "remove",
     dropout: str = "remove",
+    shortcut_scale: float = 1.0,
     example_inputs: Sequence[Any] | None = None,
     name: str | None = None,
     **deq_options: Any,
 ) -> DEQBlock:
-    """An identity-shortcut block x ↦ x + r(x, *context) becomes z ↦ r(z, *context) + u, u = x.
+    """An identity-shortcut block x ↦ c (x + r(x, *context)) becomes z ↦ r(z, *context) + u, u = x.
 
     The block's own layers are used (weights normalised in place, `norm_layers` and `dropout`
-    per `prepare_layers`); r is run as block(z) - z. With `example_inputs` the identity shortcut
-    is checked first (`check_identity_shortcut`); `swap` always passes them.
+    per `prepare_layers`); r is run as block(z) / c - z. With `example_inputs` the shortcut is
+    checked and c measured first (`check_identity_shortcut`; `swap` always passes them);
+    without them c is `shortcut_scale`.
     """
     if example_inputs is not None:
-        check_identity_shortcut(original, example_inputs, name)
+        shortcut_scale = check_identity_shortcut(original, example_inputs, name)
     _check_choice("norm_layers", norm_layers, NORM_LAYER_MODES)
     _check_choice("dropout", dropout, DROPOUT_MODES)
     branch = normalize_all(prepare_layers(original, norm_layers, dropout), norm, norm_lambda)
-    return DEQBlock(nn.Identity(), DEQ(ShortcutResidualCell(branch), name=name, **deq_options), pass_context=True)
+    return DEQBlock(nn.Identity(), DEQ(ShortcutResidualCell(branch, shortcut_scale), name=name, **deq_options), pass_context=True)
 
 
 @register_block("residual_branch")

@@ -225,13 +225,24 @@ class _NoSkip(_ProjectedSkip):
     [
         (LearnedShortcutBlock(4), "'block' \\(LearnedShortcutBlock\\) has a learned shortcut 'shortcut'"),
         (_ProjectedSkip(), "'block' \\(_ProjectedSkip\\) is not x \\+ r\\(x\\) with an identity shortcut"),
-        (_RescaledSkip(), "'block' \\(_RescaledSkip\\) is not x \\+ r\\(x\\)"),
         (_NoSkip(), "'block' \\(_NoSkip\\) is not x \\+ r\\(x\\)"),
     ],
 )
 def test_blocks_without_an_identity_shortcut_are_refused_by_name(block, message):
     with pytest.raises(ValueError, match=message):
         swap(_Holder(block), {"block": "residual"}, (torch.randn(2, 4, 6, 6),))
+
+
+def test_a_rescaled_skip_as_in_ncsn_plus_plus_is_measured_and_divided_out():
+    block = _RescaledSkip()
+    holder = _Holder(block)
+    x = torch.randn(2, 4, 6, 6)
+    swap(holder, {"block": BlockSpec("residual", {"tol": 1e-6})}, (x,))
+    cell = holder.block.deq.cell
+    assert cell.shortcut_scale == pytest.approx(1 / math.sqrt(2.0), rel=1e-5)
+    z = holder(x)
+    reference = F.conv2d(F.elu(z), block.conv.weight, block.conv.bias, padding=1) + x  # z = r(z) + u
+    assert torch.allclose(reference, z, atol=1e-4)
 
 
 def test_a_channel_changing_ncsnv2_block_is_refused():
@@ -242,7 +253,7 @@ def test_a_channel_changing_ncsnv2_block_is_refused():
 def test_check_identity_shortcut_and_prepare_layers_directly():
     block = NCSNv2Standin().res1[0]
     x, labels = torch.randn(2, 8, 6, 6), torch.tensor([0, 1])
-    check_identity_shortcut(block, (x, labels))
+    assert check_identity_shortcut(block, (x, labels)) == pytest.approx(1.0, abs=1e-6)
     prepare_layers(block, norm_layers="remove")
     assert isinstance(block.normalize2, Bypass)
     with pytest.raises(ValueError, match="unknown norm_layers 'drop'.*remove.*keep"):
