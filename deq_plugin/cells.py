@@ -5,6 +5,9 @@
 - `ResidualCell`: f(z, u) = h(z) + u for a block h the user gives (the NCSN DEQ-ResBlock); h must
   be a contraction for the fixed point to be well posed — normalise its weights with
   `deq_plugin.norms.normalize_all`.
+- `ShortcutResidualCell`: f(z, u) = b(z) / c - z + u for an identity-shortcut block
+  b(x) = c (x + r(x)), i.e. r(z) + u without taking the block apart.
+- `StackCell`:    f(z, u) = σ(T(z) + u) for a stack T of the user's layers and a σ of theirs.
 The activation defaults to softplus: score matching differentiates the cell twice, which needs a
 twice-differentiable σ; every offered activation is 1-Lipschitz, so normalisation with λ > 1
 makes the dense and convolutional cells contractions.
@@ -89,6 +92,40 @@ class ResidualCell(nn.Module):
 
     def forward(self, z: Tensor, u: Tensor, *context: Tensor) -> Tensor:
         return self.block(z, *context) + u
+
+
+class ShortcutResidualCell(nn.Module):
+    """f(z, u, *context) = block(z, *context) / c - z + u for a block x ↦ c (x + r(x, *context)).
+
+    The cell is r(z, *context) + u with r run inside the user's own block; keep r contractive.
+    c (`shortcut_scale`) is 1 for a plain identity shortcut.
+    """
+
+    def __init__(self, block: nn.Module, shortcut_scale: float = 1.0) -> None:
+        super().__init__()
+        if not shortcut_scale > 0:
+            raise ValueError(f"shortcut_scale must be > 0, got {shortcut_scale}")
+        self.block = block
+        self.shortcut_scale = shortcut_scale
+
+    def extra_repr(self) -> str:
+        return f"shortcut_scale={self.shortcut_scale:.6g}"
+
+    def forward(self, z: Tensor, u: Tensor, *context: Tensor) -> Tensor:
+        out = self.block(z, *context)
+        return (out if self.shortcut_scale == 1.0 else out / self.shortcut_scale) - z + u
+
+
+class StackCell(nn.Module):
+    """f(z, u) = σ(T(z) + u) for a layer stack T and an activation module σ."""
+
+    def __init__(self, body: nn.Module, activation: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+        self.activation = activation
+
+    def forward(self, z: Tensor, u: Tensor) -> Tensor:
+        return self.activation(self.body(z) + u)
 
 
 class Activation(nn.Module):

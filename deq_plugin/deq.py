@@ -16,6 +16,7 @@ from deq_plugin.norms import refresh_spectral_norms
 from deq_plugin.solvers import SOLVERS, NonFiniteStateError, SolverResult
 
 GRAD_MODES = ("phantom", "implicit", "unrolled")
+COMPILED_CHECK_EVERY = 8
 logger = logging.getLogger("deq_plugin")
 
 
@@ -50,7 +51,8 @@ class DEQ(nn.Module):
     - grad="unrolled": autograd through every solver iteration (the memory-hungry reference).
     The solver stops on the per-sample relative residual ||f(z) - z|| / ||f(z)|| <= tol, testing
     every `check_every` iterations (default: every iteration on CPU, every 4th on accelerators,
-    to avoid a host sync per step). With `warm_start`, the previous z* starts the next solve when
+    to avoid a host sync per step, every `COMPILED_CHECK_EVERY`th under torch.compile, where each
+    check is a graph break). With `warm_start`, the previous z* starts the next solve when
     its shape matches; that state follows `.to()`, is not in `state_dict`, and `reset_warm_start()`
     clears it.
     """
@@ -136,6 +138,8 @@ class DEQ(nn.Module):
     def _check_every(self, u: Tensor) -> int:
         if self.check_every is not None:
             return self.check_every
+        if torch.compiler.is_compiling():
+            return COMPILED_CHECK_EVERY  # each convergence check is a graph break
         return 1 if u.device.type == "cpu" else 4
 
     def _cell_step(self, z: Tensor, u: Tensor, context: tuple) -> Tensor:

@@ -15,7 +15,7 @@ from benchmarks.harness import Bench
 from benchmarks.report import Target
 from score_matching.registry import Registry
 
-SUITE_NAMES = ("depth", "grad", "solver", "losses", "ncsn", "ncsn_sampling", "vae")
+SUITE_NAMES = ("depth", "grad", "solver", "losses", "ncsn", "ncsn_sampling", "vae", "plugin")
 
 
 @dataclass(frozen=True)
