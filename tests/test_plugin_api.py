@@ -175,7 +175,7 @@ def test_the_docs_snippets_run(tmp_path, monkeypatch):
 def test_the_docs_measurements_are_the_committed_benchmark_result():
     import json
 
-    result = json.loads((REPO / "docs" / "results" / "plugin-cpu.json").read_text())
+    result = json.loads((REPO / "benchmarks" / "results" / "plugin-cpu.json").read_text())
     docs = DOCS.read_text()
     reference = next(v for v in result["variants"] if v["name"] == "unswapped")
     for variant in result["variants"]:

@@ -26,6 +26,30 @@ def test_both_registries_guard_duplicates_and_list_valid_names(registry_class):
         registry.get("c")
 
 
+@pytest.mark.parametrize("registry_class", [Registry, Table])
+def test_both_registries_take_a_redefinition_and_replace_only_on_request(registry_class):
+    registry = registry_class("widget")
+
+    def builder():
+        return "first"
+
+    registry.register("w")(builder)
+    first = builder
+
+    def builder():  # noqa: F811 - a re-run notebook cell: same module and qualified name
+        return "second"
+
+    registry.register("w")(builder)
+    assert registry.get("w") is builder and registry.get("w") is not first
+
+    def other():
+        return "other"
+
+    with pytest.raises(KeyError, match="replace=True"):
+        registry.register("w")(other)
+    assert registry.register("w", replace=True)(other) is other and registry.get("w") is other
+
+
 def test_a_registry_imports_its_modules_on_first_look_up(tmp_path, monkeypatch):
     (tmp_path / "registry_probe_holder.py").write_text("REGISTRY = None\n")
     (tmp_path / "registry_probe_entries.py").write_text(
