@@ -93,6 +93,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     deq.norm = "frobenius"  # frobenius | spectral | none
     deq.norm_lambda = 2.0
     deq.check_every = 0  # 0 = every iteration on CPU, every 4th on GPU
+    deq.on_unconverged = "error"  # a DEQ layer unconverged on the probe batch when it is built: error | warn
     return config
 
 

@@ -107,5 +107,6 @@ FIELD_HELP: dict[str, str] = {
     "deq.warm_start": "start each solve from the previous fixed point",
     "deq.norm": "weight normalisation of the DEQ cell: frobenius | spectral | none",
     "deq.norm_lambda": "bound of the normalised weight's norm",
+    "deq.on_unconverged": "a DEQ layer that does not converge on the probe batch when it is built: error | warn",
     "deq.check_every": "solver iterations between convergence checks; 0 = every one on CPU, every 4th on GPU",
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 from ml_collections import ConfigDict
 
 from deq_plugin import GRAD_MODES, NORMS, SOLVERS
+from deq_plugin.swap import UNCONVERGED_MODES
 from score_matching import datasets
 from score_matching.losses import LOSSES, PROJECTIONS, TRACE_METHODS
 from score_matching.models import MODELS
@@ -38,6 +39,7 @@ def choice_fields() -> dict[str, list[str]]:
         "deq.solver": SOLVERS.names(),
         "deq.grad": list(GRAD_MODES),
         "deq.norm": list(NORMS),
+        "deq.on_unconverged": list(UNCONVERGED_MODES),
         "eval.is_proposal": list(IS_PROPOSALS),
     }
 

@@ -116,7 +116,7 @@ def apply_patch(model: nn.Module, model_name: str, deq_config: ConfigDict, examp
             if target in spec:
                 raise ValueError(f"module {target!r} is selected twice (through layer {name!r}); select it once")
             spec[target] = BlockSpec(layer.block, options)
-    return swap(model, spec, example_inputs)
+    return swap(model, spec, example_inputs, on_unconverged=deq_config.on_unconverged)
 
 
 def deq_layer_stats(model: nn.Module) -> dict[str, float]:

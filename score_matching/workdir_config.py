@@ -26,7 +26,8 @@ logger = logging.getLogger("score_matching")
 CONFIG_FILE = "config.json"
 CHANGES_FILE = "config_changes.jsonl"
 CHECKED_SECTIONS = ("model", "deq", "loss", "data")
-FREE_FIELDS = frozenset({"data.root", "data.download", "data.max_eval", "deq.val_exact_tol", "deq.check_every"})
+FREE_FIELDS = frozenset({"data.root", "data.download", "data.max_eval", "deq.val_exact_tol", "deq.check_every",
+                         "deq.on_unconverged"})
 _ABSENT = "<absent>"
 
 

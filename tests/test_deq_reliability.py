@@ -173,9 +173,22 @@ def test_metrics_log_each_layers_count_of_unconverged_solves(tmp_path, mnist_roo
 
     from tiny_runs import tiny_config, train_losses
 
-    train_losses(tiny_config("nice_deq", loss__name="mle", deq__max_iter=1), tmp_path)
+    train_losses(tiny_config("nice_deq", loss__name="mle", deq__max_iter=1, deq__on_unconverged="warn"), tmp_path)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     keys = [k for k in records[0] if k.endswith("/unconverged_forward_total")]
     assert len(keys) == 4  # the four coupling MLPs
     for record in records:
         assert all(record[k] == record["step"] + 1 for k in keys)
+
+
+def test_a_host_layer_unconverged_on_the_probe_batch_stops_the_build_unless_told_to_warn(mnist_root):
+    from main import model_transform_for
+    from score_matching.tasks import build_task
+    from tiny_runs import tiny_config
+
+    config = tiny_config("nice_deq", loss__name="mle", deq__max_iter=1)
+    with pytest.raises(ValueError, match=r"'couplings.0.net.stack'.*did not converge on the example inputs"):
+        build_task(config, torch.device("cpu"), model_transform_for(config))
+    config.deq.on_unconverged = "warn"
+    with pytest.warns(RuntimeWarning, match="did not converge on the example inputs"):
+        build_task(config, torch.device("cpu"), model_transform_for(config))
