@@ -11,7 +11,7 @@ these values are its recipe:
   scalar (expm1) ELU took about as long as all the convolutions of a training step;
 - Adam at 1e-3 (small models tolerate it) with an EMA of rate 0.995, which forgets the initial
   weights within the run (0.999 still carried a visible part of them after a few thousand steps);
-- annealed Langevin with 20 steps per level at step_lr 4e-5 (NCSN's 2e-5 in its code's convention,
+- annealed Langevin with 40 steps per level at step_lr 4e-5 (NCSN's 2e-5 in its code's convention,
   see `score_matching.sampling.annealed_langevin_dynamics`), for the grid and the evaluation.
 Paper scale and the paper's settings: configs/paper_rows.py ("table5/...": CIFAR-10, ngf 128).
 """
@@ -39,7 +39,7 @@ def get_config():
     config.training.preemption_freq = 250
     config.training.sample_freq = TRAINING_STEPS
     config.sampling.n_samples = 64
-    config.sampling.n_steps_each = 20
+    config.sampling.n_steps_each = 40
     config.sampling.step_lr = 4e-5
     config.eval.batch_size = 128
     config.data.max_eval = 512
@@ -47,5 +47,5 @@ def get_config():
     # samples drawn with the grid's sampler; the minimum for the FD's 128-d features is 129, and a
     # paper-style evaluation would use 10k samples.
     config.eval.classifier_fd_samples = 256
-    config.eval.n_steps_each = 20
+    config.eval.n_steps_each = 40
     return config

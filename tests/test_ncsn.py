@@ -390,7 +390,7 @@ def test_the_quick_start_config_keeps_its_cpu_recipe_and_the_paper_row_keeps_ssm
     assert (quick.loss.name, quick.model.conditioning, quick.model.activation) == ("anneal_dsm", "sigma", "silu")
     assert (quick.model.ngf, quick.training.batch_size, quick.optim.lr, quick.model.ema_rate) == (8, 64, 1e-3, 0.995)
     assert (quick.model.sigma_max, quick.model.sigma_min, quick.model.num_scales) == (1.0, 0.01, 10)
-    assert (quick.sampling.n_steps_each, quick.sampling.step_lr) == (20, 4e-5)
+    assert (quick.sampling.n_steps_each, quick.sampling.step_lr) == (40, 4e-5)
     assert quick.eval.n_steps_each == quick.sampling.n_steps_each and quick.eval.classifier_fd_samples == 256
     # The last step writes the sample grid and a kept checkpoint for --mode=eval.
     assert quick.training.n_iters == quick.training.sample_freq == quick.training.snapshot_freq
