@@ -1,6 +1,10 @@
-"""DEQ-SSM-VR NCSN on MNIST (paper tables 8(b) and 9): TwoRes with `deq_res` as a DEQ-ResBlock.
+"""DEQ NCSN on MNIST (paper tables 8(b) and 9): TwoRes with `deq_res` as a DEQ-ResBlock.
 
-Two departures from the paper's DEQ settings, both found by equal-budget runs of this config
+The README's quick start: it trains with the CPU recipe of `configs/ncsn_twores.py` (annealed DSM,
+NCSN v2's noise conditioning, SiLU) and draws digits. The paper's DEQ-SSM-VR NCSN is the row
+"table5/DEQ-SSM-VR NCSN" of configs/paper_rows.py.
+
+Two departures from the paper's DEQ settings, both found by equal-budget SSM-VR runs of this config
 (benchmarks/results/ncsn-mnist/, with the training logs of the runs that diverged):
 - h's two convolutions are spectrally normalised with λ = 2 each, so Lip(h) ≤ 1/4. The default
   Frobenius bound does not bound a convolution's operator norm; under it the solver lost its

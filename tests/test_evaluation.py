@@ -330,7 +330,7 @@ def test_ncsn_evaluation_writes_the_classifier_fd_next_to_its_sample_count(small
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert saved["mnist_classifier_fd_samples"] == 130 and saved["mnist_classifier_fd_reference_images"] == 10000
     assert np.isfinite(saved["mnist_classifier_fd"]) and saved["mnist_classifier_fd"] > 0
-    assert "test_anneal_ssm_vr_loss" in saved and "fid" not in saved
+    assert "test_anneal_dsm_loss" in saved and "fid" not in saved
     assert 0 <= saved["classifier_confident_share"] <= 1 and saved["test_images_classifier_confident_classes"] == 10
 
 

@@ -377,3 +377,24 @@ def test_save_samples_npz_round_trip(tmp_path) -> None:
     np.testing.assert_array_equal(np.load(path)["samples"], x.numpy())
     with pytest.raises(ValueError, match=r"\.npz.*samples\.npy"):
         save_samples_npz(x, tmp_path / "samples.npy")
+
+
+# --- the quick-start recipe -----------------------------------------------------------------
+
+
+def test_the_quick_start_config_keeps_its_cpu_recipe_and_the_paper_row_keeps_ssm_vr() -> None:
+    from configs.ncsn_deq import get_config
+    from configs.paper_rows import row_config
+
+    quick = get_config()
+    assert (quick.loss.name, quick.model.conditioning, quick.model.activation) == ("anneal_dsm", "sigma", "silu")
+    assert (quick.model.ngf, quick.training.batch_size, quick.optim.lr, quick.model.ema_rate) == (8, 64, 1e-3, 0.995)
+    assert (quick.model.sigma_max, quick.model.sigma_min, quick.model.num_scales) == (1.0, 0.01, 10)
+    assert (quick.sampling.n_steps_each, quick.sampling.step_lr) == (40, 4e-5)
+    assert quick.eval.n_steps_each == quick.sampling.n_steps_each and quick.eval.classifier_fd_samples == 256
+    # The last step writes the sample grid and a kept checkpoint for --mode=eval.
+    assert quick.training.n_iters == quick.training.sample_freq == quick.training.snapshot_freq
+    assert (quick.deq.layers, quick.deq.grad, quick.deq.norm, quick.deq.norm_lambda) == ("deq_res", "implicit", "spectral", 2.0)
+    paper = row_config("table5/DEQ-SSM-VR NCSN")
+    assert (paper.loss.name, paper.model.conditioning, paper.model.activation) == ("anneal_ssm_vr", "cin++", "elu")
+    assert (paper.model.ngf, paper.optim.lr, paper.deq.layers) == (128, 1e-4, "deq_res")

@@ -1,6 +1,6 @@
 """Suite `ncsn_sampling`: DEQ solver iterations per annealed-Langevin step, warm start off vs on.
 
-The model is the quick-start DEQ-SSM-VR NCSN (`configs/ncsn_deq.py`: TwoRes on MNIST with `deq_res`
+The model is the quick-start DEQ NCSN (`configs/ncsn_deq.py`: TwoRes on MNIST with `deq_res`
 a DEQ-ResBlock, picard, relative tol 1e-4), trained by this suite with `main.py`'s training loop
 for `train_steps` steps (seeded, so reproducible; resumed if interrupted) the first time, into
 runs/benchmarks/ncsn_sampling-<digest of the training config>/, and reused from there afterwards
