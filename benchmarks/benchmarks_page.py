@@ -23,7 +23,7 @@ from typing import Any
 
 from benchmarks import paper_tables
 from benchmarks.phantom_accuracy import budget_line, summary_table
-from benchmarks.report import RESULT_KEYS, format_value, goals_table, ratio_key
+from benchmarks.report import RESULT_KEYS, format_value, goals_table, variant_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "benchmarks.md"
@@ -71,15 +71,10 @@ def _links(json_path: Path) -> str:
     return " · ".join([*found, _link(json_path, "JSON")])
 
 
-def _row(cells: list[Any]) -> str:
-    return "| " + " | ".join(format_value(c) for c in cells) + " |"
-
-
 def suite_section(result: dict[str, Any], json_path: Path, folder: str = "") -> list[str]:
     """The markdown of one suite result: heading (with its sub-folder of the results, if any, so that a
     side study's files are not read as the main results), variants table, goals and links."""
     variants = result["variants"]
-    multi = len({v["model"] for v in variants}) > 1
     fields = [f for f in KEY_FIELDS if any(f in v for v in variants)]
     header = ["family", "variant", "params", "peak MiB", "step ms", "memory ×ref", "time ×ref", *fields]
     lines = [
@@ -91,10 +86,7 @@ def suite_section(result: dict[str, Any], json_path: Path, folder: str = "") -> 
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    for v in variants:
-        ratio = result["ratios"][ratio_key(v, multi)]
-        lines.append(_row([v["model"], v["name"], v["params"], v["peak_memory_mib"], v["step_ms"],
-                           ratio["peak_memory"], ratio["step_time"], *(v.get(f) for f in fields)]))
+    lines += variant_rows(result, fields)
     if result.get("targets"):
         lines += ["", *goals_table(result["targets"])]
     failed = [v for v in variants if v.get("error")]

@@ -115,6 +115,19 @@ def goals_table(targets: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def variant_rows(result: dict[str, Any], fields: list[str]) -> list[str]:
+    """Markdown rows, one per variant: model, variant, params, peak MiB, step ms, its two ratios to the
+    reference, then the variant's values of `fields`."""
+    multi = len({v["model"] for v in result["variants"]}) > 1
+    lines = []
+    for v in result["variants"]:
+        ratio = result["ratios"][ratio_key(v, multi)]
+        row = [v["model"], v["name"], v["params"], v["peak_memory_mib"], v["step_ms"],
+               ratio["peak_memory"], ratio["step_time"], *(v.get(f) for f in fields)]
+        lines.append("| " + " | ".join(format_value(c) for c in row) + " |")
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
     """A markdown table of the variants with their ratios, headed by the run's facts."""
     variants = result["variants"]
@@ -138,11 +151,7 @@ def markdown(result: dict[str, Any]) -> str:
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    for v in variants:
-        ratio = result["ratios"][ratio_key(v, multi)]
-        row = [v["model"], v["name"], v["params"], v["peak_memory_mib"], v["step_ms"],
-               ratio["peak_memory"], ratio["step_time"], *(v.get(k) for k in extra)]
-        lines.append("| " + " | ".join(format_value(c) for c in row) + " |")
+    lines += variant_rows(result, extra)
     if result.get("targets"):
         lines += ["", *goals_table(result["targets"])]
     errors = [v for v in variants if v.get("error")]
