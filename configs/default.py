@@ -58,7 +58,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     training.resume_from_snapshot = False
 
     config.optim = optim = ml_collections.ConfigDict()
-    optim.optimizer = "adam"
+    optim.optimizer = "adam"  # adam | adamw | rmsprop
     optim.lr = 1e-4
     optim.weight_decay = 1e-12
     optim.beta1 = 0.9

@@ -9,7 +9,7 @@ from score_matching import datasets
 from score_matching.losses import LOSSES, PROJECTIONS, TRACE_METHODS
 from score_matching.models import MODELS
 from score_matching.models.dkef_normaliser import IS_PROPOSALS
-from score_matching.models.mlp import STACK_INITS
+from score_matching.models.mlp import LINEAR_INITS, STACK_INITS
 from score_matching.models.ncsn import CONDITIONINGS
 from score_matching.optim import OPTIMIZERS
 from score_matching.run import DEVICES
@@ -28,6 +28,7 @@ def choice_fields() -> dict[str, list[str]]:
         "model.name": sorted(set(MODELS.names()) & set(TASKS.names())),
         "model.conditioning": list(CONDITIONINGS),
         "model.stack_init": list(STACK_INITS),
+        "model.feature_init": list(LINEAR_INITS),
         "loss.name": LOSSES.names(),
         "loss.projection": list(PROJECTIONS),
         "loss.trace": list(TRACE_METHODS),
@@ -67,6 +68,14 @@ def validate_config(config: ConfigDict) -> None:
             f"config.training.patience={config.training.patience} stops on the validation loss, which is "
             "never taken with training.val_freq=0; set training.val_freq > 0"
         )
+    blocks = config.model.get("deq_res_blocks", 1)
+    deq_layers = [name.strip() for name in str(config.deq.layers).split(",")]
+    if blocks != 1 and config.model.name != "ncsn_twores":
+        raise ValueError(f"config.model.deq_res_blocks={blocks!r} applies to ncsn_twores only; "
+                         f"config.model.name={config.model.name!r} takes 1")
+    if blocks != 1 and ("deq_res" in deq_layers or "all" in deq_layers):
+        raise ValueError(f"config.model.deq_res_blocks={blocks!r} builds the explicit deep twin; with deq_res "
+                         f"a DEQ layer (config.deq.layers={config.deq.layers!r}) it must be 1")
     checkpoint = str(config.eval.checkpoint)
     if checkpoint not in ("latest", "best") and not checkpoint.isdigit():
         raise ValueError(f"config.eval.checkpoint={checkpoint!r} must be 'latest', 'best' or a step number")

@@ -1,6 +1,7 @@
 """Ready-made DEQ cells f(z, u) and the block that pairs an injection g(y) with a DEQ.
 
-- `DenseCell`:    f(z, u) = σ(W z + u), W a matrix (the paper's equation 5).
+- `DenseCell`:    f(z, u) = σ(W z + u), W a matrix (the paper's equation 5); with σ = identity
+  the linear fixed point z* = (I − W)⁻¹ u of the paper authors' DKEF code.
 - `ConvCell`:     f(z, u) = σ(W * z + u), W a convolution kernel (equation 5).
 - `ResidualCell`: f(z, u) = h(z) + u for a block h the user gives (the NCSN DEQ-ResBlock); h must
   be a contraction for the fixed point to be well posed — normalise its weights with
@@ -9,8 +10,8 @@
   b(x) = c (x + r(x)), i.e. r(z) + u without taking the block apart.
 - `StackCell`:    f(z, u) = σ(T(z) + u) for a stack T of the user's layers and a σ of theirs.
 The activation defaults to softplus: score matching differentiates the cell twice, which needs a
-twice-differentiable σ; every offered activation is 1-Lipschitz, so normalisation with λ > 1
-makes the dense and convolutional cells contractions.
+twice-differentiable σ; every offered activation is 1-Lipschitz (identity included), so
+normalisation with λ > 1 makes the dense and convolutional cells contractions.
 """
 from __future__ import annotations
 
@@ -45,6 +46,12 @@ def softplus(x: Tensor) -> Tensor:
 
 ACTIVATIONS.register("elu")(F.elu)
 ACTIVATIONS.register("tanh")(F.tanh)
+
+
+@ACTIVATIONS.register("identity")
+def identity(x: Tensor) -> Tensor:
+    """x itself: a dense cell σ(W z + u) becomes the linear cell W z + u."""
+    return x
 
 
 class DenseCell(nn.Module):

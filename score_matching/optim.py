@@ -6,14 +6,20 @@ from typing import Callable, Iterable
 import torch
 from ml_collections import ConfigDict
 
-OPTIMIZERS = ("adam", "adamw")
+OPTIMIZERS = ("adam", "adamw", "rmsprop")
 
 
 def get_optimizer(config: ConfigDict, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """Adam(W) with the config's learning rate, betas, eps and weight decay."""
+    """Adam, AdamW or RMSprop with the config's learning rate, eps and weight decay (Adam's betas:
+    optim.beta1, 0.999; RMSprop's smoothing constant: torch's 0.99, as the DKEF code used it).
+
+    Adam's and RMSprop's weight decay is an L2 term added to the gradient, AdamW's is decoupled.
+    """
     optim = config.optim
     if optim.optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optim.optimizer!r}; valid: {list(OPTIMIZERS)}")
+    if optim.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=optim.lr, eps=optim.eps, weight_decay=optim.weight_decay)
     cls = torch.optim.Adam if optim.optimizer == "adam" else torch.optim.AdamW
     return cls(params, lr=optim.lr, betas=(optim.beta1, 0.999), eps=optim.eps, weight_decay=optim.weight_decay)
 

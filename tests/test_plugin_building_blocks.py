@@ -18,7 +18,7 @@ def _seed():
 
 def test_tables_list_their_entries():
     assert {"residual", "residual_branch", "conv_stack", "mlp_stack", "dense", "conv"} <= set(BLOCKS.names())
-    assert ACTIVATIONS.names() == ["elu", "softplus", "tanh"]
+    assert ACTIVATIONS.names() == ["elu", "identity", "softplus", "tanh"]
     assert GRAD_MODES == ("phantom", "implicit", "unrolled") and NORMS == ("none", "frobenius", "spectral")
     assert {"picard", "anderson"} <= set(SOLVERS.names())
 

@@ -15,6 +15,10 @@ def get_config() -> ml_collections.ConfigDict:
     model.depth = 2
     model.stack_init = "he"  # the feature nets' hidden stack: he (N(0, 2/fan_in)) | torch (nn.Linear default)
     model.latent = 64
+    model.feature_out_layer = True  # False: φ_r outputs its hidden state (latent = hidden), as the paper authors' DEQ code
+    model.feature_skip = False  # a bias-free Linear of x added to φ_r's output (the DKEF codes' add_skip)
+    model.feature_init = "default"  # default | fan_out_normal (every Linear of φ_r, a swapped-in DEQ cell's too)
+    model.init_bandwidths = (1.0, 1.817, 3.162)  # initial σ_r, one per kernel (σ_r² = 1, 3.3, 10)
     model.n_kernels = 3
     model.n_inducing = 200
     model.q0_std = 2.0

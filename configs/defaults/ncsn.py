@@ -12,6 +12,7 @@ def get_config() -> ml_collections.ConfigDict:
     model.activation = "elu"
     model.ngf = 64
     model.conditioning = "cin++"  # cin++ (NCSN v1) | sigma (NCSN v2)
+    model.deq_res_blocks = 1  # ncsn_twores: residual blocks at deq_res (> 1: the explicit twin of a DEQ that deep)
     model.num_scales = 10
     model.sigma_max = 1.0
     model.sigma_min = 0.01

@@ -11,7 +11,8 @@ Submodule names are stable; a patch may swap each `stack` for a module of the sa
     features.{r}.in_layer   Linear(d -> hidden) + activation   (B, d) -> (B, hidden)
     features.{r}.stack      MLPStack of depth − 1 layers        (B, hidden) -> (B, hidden)
     features.{r}.out_layer  Linear(hidden -> latent)            (B, hidden) -> (B, latent)
-for r = 0 .. n_kernels − 1. When α is fitted each φ_r sees N·n_inducing rows at once.
+    features.{r}.skip       Linear(d -> latent), no bias        (B, d) -> (B, latent), added (optional)
+for r = 0 .. n_kernels − 1 (without out_layer, nn.Identity and latent = hidden). When α is fitted each φ_r sees N·n_inducing rows at once.
 """
 from __future__ import annotations
 
@@ -49,6 +50,10 @@ class DKEF(nn.Module):
         stack_init: initialisation of φ_r's hidden stack (`score_matching.models.mlp.STACK_INITS`);
             "he" by default, since under nn.Linear's default the 8- and 16-layer nets start with
             constant features and a zero gradient.
+        out_layer: whether φ_r ends in a Linear to `latent` outputs (the sliced-score-matching
+            code's); without it φ_r outputs its hidden state and latent must equal hidden (the
+            paper authors' DEQ code).
+        skip: add a bias-free Linear of x to φ_r's output (the DKEF codes' `add_skip`).
     """
 
     def __init__(
@@ -64,6 +69,8 @@ class DKEF(nn.Module):
         init_log10_lambda: float = -2.0,
         activation: str = "softplus",
         stack_init: str = "he",
+        out_layer: bool = True,
+        skip: bool = False,
     ) -> None:
         super().__init__()
         check_int("in_features", in_features, 1)
@@ -80,7 +87,7 @@ class DKEF(nn.Module):
         self.n_inducing = n_inducing
         self.q0_std = float(q0_std)
         self.features = nn.ModuleList(
-            MLP(in_features, hidden, latent, depth, activation, stack_init) for _ in range(n_kernels)
+            MLP(in_features, hidden, latent, depth, activation, stack_init, out_layer, skip) for _ in range(n_kernels)
         )
         self.kernel_logits = nn.Parameter(torch.zeros(n_kernels))
         self.log_bandwidths = nn.Parameter(bandwidths.log())

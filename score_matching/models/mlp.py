@@ -5,7 +5,9 @@ with another module of the same input/output shape):
 - `MLPStack.layers` is an `nn.Sequential` of `n_layers` (Linear, activation) pairs:
   `layers.{2i}` is the i-th Linear and `layers.{2i+1}` its activation.
 - `MLP` is `in_layer` (Linear + activation, (B, in) -> (B, hidden)), then `stack` (an `MLPStack`,
-  (B, hidden) -> (B, hidden)), then `out_layer` (Linear, (B, hidden) -> (B, out)).
+  (B, hidden) -> (B, hidden)), then `out_layer` (Linear, (B, hidden) -> (B, out); nn.Identity
+  when built without one), plus, when built with one, `skip` (Linear without bias, (B, in) ->
+  (B, out)) from the input added to the output.
 """
 from __future__ import annotations
 
@@ -13,9 +15,12 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 ACTIVATIONS = ("softplus", "tanh", "elu", "silu")
 STACK_INITS = ("torch", "he")
+# Initialisations applied to every Linear of a module after it is built (see `initialize_linear_layers`).
+LINEAR_INITS = ("default", "fan_out_normal")
 
 
 def make_activation(name: str) -> nn.Module:
@@ -98,10 +103,13 @@ class MLPStack(nn.Module):
 
 
 class MLP(nn.Module):
-    """`in_layer` (Linear + activation) -> `stack` (`MLPStack`) -> `out_layer` (Linear).
+    """`in_layer` (Linear + activation) -> `stack` (`MLPStack`) -> `out_layer` (Linear), + `skip`.
 
     `depth` counts the activated hidden layers of width `hidden`: the in_layer plus depth - 1 in
     the stack, so the net has depth + 1 Linear layers (what papers call a "(depth+1)-layer MLP").
+    `out_layer=False` leaves the stack's output as it is (out_features must equal hidden);
+    `skip=True` adds a bias-free Linear of the input to the output, as the DKEF code's feature
+    nets (their `add_skip`).
     """
 
     def __init__(
@@ -112,24 +120,58 @@ class MLP(nn.Module):
         depth: int,
         activation: str = "softplus",
         stack_init: str = "torch",
+        out_layer: bool = True,
+        skip: bool = False,
     ) -> None:
         super().__init__()
         check_int("in_features", in_features, 1)
         check_int("hidden", hidden, 1)
         check_int("out_features", out_features, 1)
         check_int("depth", depth, 1)
+        if not out_layer and out_features != hidden:
+            raise ValueError(
+                f"an MLP without out_layer outputs its hidden width, so out_features ({out_features}) must "
+                f"equal hidden ({hidden})"
+            )
         self.in_layer = nn.Sequential(nn.Linear(in_features, hidden), make_activation(activation))
         self.stack = MLPStack(hidden, hidden, depth - 1, activation, stack_init)
-        self.out_layer = nn.Linear(hidden, out_features)
+        self.out_layer = nn.Linear(hidden, out_features) if out_layer else nn.Identity()
+        self.skip = nn.Linear(in_features, out_features, bias=False) if skip else None
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, in_features) -> (B, out_features)."""
-        return self.out_layer(self.stack(self.in_layer(x)))
+        out = self.out_layer(self.stack(self.in_layer(x)))
+        return out if self.skip is None else out + self.skip(x)
 
     def as_sequential(self) -> nn.Sequential:
         """The same function as one nn.Sequential sharing this MLP's modules (nothing is copied).
 
         An `MLPStack` contributes its `layers`; a stack a patch swapped in stays one opaque module.
+        An MLP with a skip is not a chain of layers and raises a TypeError.
         """
+        if self.skip is not None:
+            raise TypeError("an MLP with a skip connection is not a chain of layers (no nn.Sequential form)")
         stack = self.stack.layers if isinstance(self.stack, MLPStack) else self.stack
         return nn.Sequential(self.in_layer, stack, self.out_layer)
+
+
+def initialize_linear_layers(module: nn.Module, init: str) -> None:
+    """Re-initialises every nn.Linear inside `module` in place, as named by `init` (`LINEAR_INITS`).
+
+    "default" leaves them; "fan_out_normal" draws weights and biases from N(0, 1/fan_out), the
+    DKEF reference code's initialisation. A weight under a torch parametrisation (e.g. a weight
+    normalisation) has its stored original re-drawn.
+    """
+    if init not in LINEAR_INITS:
+        raise ValueError(f"unknown linear-layer init {init!r}; valid: {list(LINEAR_INITS)}")
+    if init == "default":
+        return
+    with torch.no_grad():
+        for layer in module.modules():
+            if not isinstance(layer, nn.Linear):
+                continue
+            std = 1.0 / math.sqrt(layer.out_features)
+            weight = layer.parametrizations.weight.original if parametrize.is_parametrized(layer, "weight") else layer.weight
+            weight.normal_(0.0, std)
+            if layer.bias is not None:
+                layer.bias.normal_(0.0, std)

@@ -220,13 +220,18 @@ class TwoResNCSN(_NCSNBase):
         conditioning: str = "cin++",
         center_input: bool = True,
         norm_eps: float = 1e-5,
+        deq_res_blocks: int = 1,
     ) -> None:
         super().__init__(
             sigmas, in_channels, image_size, ngf, num_classes, activation, conditioning, center_input, norm_eps
         )
+        if deq_res_blocks < 1:
+            raise ValueError(f"deq_res_blocks={deq_res_blocks!r} must be >= 1 (1 = the paper's TwoRes)")
         wide = 2 * ngf
         self.res1 = self._residual_block(ngf, wide)
         self.deq_res = self._residual_block(wide, wide)
+        if deq_res_blocks > 1:
+            self.deq_res_extra = nn.ModuleList([self._residual_block(wide, wide) for _ in range(deq_res_blocks - 1)])
         self.res2 = self._residual_block(wide, wide)
         self.res_down = self._residual_block(wide, wide, downsample=True)
         self.res3 = self._residual_block(wide, wide)
@@ -238,6 +243,8 @@ class TwoResNCSN(_NCSNBase):
         h = self._begin(x, labels)
         h = self.res1(h, labels)
         h = self.deq_res(h, labels)
+        for block in getattr(self, "deq_res_extra", ()):
+            h = block(h, labels)
         high = self.res2(h, labels)
         low = self.res3(self.res_down(high, labels), labels)
         h = self.refine1([low], labels, low.shape[2:])

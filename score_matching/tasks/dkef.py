@@ -19,6 +19,7 @@ from score_matching.losses import LOG_DENSITY_LOSSES, LOSSES, SCORE_LOSSES, exac
 from score_matching.losses.common import check_choice
 from score_matching.models import MODELS
 from score_matching.models.dkef import split_batch_loss
+from score_matching.models.mlp import initialize_linear_layers
 from score_matching.models.dkef_normaliser import (
     IS_PROPOSALS,
     DefensiveGaussianProposal,
@@ -63,9 +64,14 @@ def build(config: ConfigDict, device: torch.device, model_transform: ModelTransf
         q0_std=m.q0_std,
         activation=m.activation,
         stack_init=m.stack_init,
+        init_bandwidths=tuple(m.init_bandwidths),
+        out_layer=m.feature_out_layer,
+        skip=m.feature_skip,
     ).to(device)
     model.init_inducing_points(train, torch.Generator(device=device).manual_seed(config.seed))
     model = model_transform(model, (train[:4],))
+    # After the transform, so that the layers a patch swapped in are initialised the same way.
+    initialize_linear_layers(model.features, m.feature_init)
     loss = functools.partial(LOSSES.get(config.loss.name), **loss_kwargs(config))
     takes_log_density = config.loss.name in LOG_DENSITY_LOSSES
     exact_sm = functools.partial(exact_score_matching, trace=config.loss.trace)

@@ -36,6 +36,7 @@ def build_ncsn_model(config: ConfigDict, in_channels: int) -> nn.Module:
     """The registered NCSN model named config.model.name, with the config's noise levels."""
     m = config.model
     sigmas = geometric_sigmas(m.sigma_max, m.sigma_min, m.num_scales)
+    depth = {"deq_res_blocks": m.deq_res_blocks} if m.name == "ncsn_twores" else {}
     return MODELS.get(m.name)(
         sigmas=sigmas,
         in_channels=in_channels,
@@ -43,6 +44,7 @@ def build_ncsn_model(config: ConfigDict, in_channels: int) -> nn.Module:
         ngf=m.ngf,
         activation=m.activation,
         conditioning=m.conditioning,
+        **depth,
     )
 
 
