@@ -9,8 +9,9 @@ from configs.default import get_default_config
 SHARED_MODEL_FIELDS = {"name", "ema_rate"}
 # config.model fields each family's task reads (score_matching/tasks/<family>.py)
 MODEL_FIELDS = {
-    "ncsn": {"activation", "ngf", "conditioning", "num_scales", "sigma_max", "sigma_min"},
-    "dkef": {"activation", "hidden", "depth", "stack_init", "latent", "n_kernels", "n_inducing", "q0_std"},
+    "ncsn": {"activation", "ngf", "conditioning", "num_scales", "sigma_max", "sigma_min", "deq_res_blocks"},
+    "dkef": {"activation", "hidden", "depth", "stack_init", "latent", "n_kernels", "n_inducing", "q0_std",
+             "feature_out_layer", "feature_skip", "feature_init", "init_bandwidths"},
     "nice": {"activation", "hidden", "depth", "n_couplings"},
     "vae": {"vae_width", "z_dim", "noise_dim", "augment_depth", "likelihood", "decoder_log_std"},
 }
@@ -25,7 +26,7 @@ OWN_FIELDS = {
             "eval.classifier_fd_samples", "eval.classifier_path", "eval.confidence_threshold", "eval.cache_dir"},
 }
 EXPERIMENTS = {
-    "ncsn": ("ncsn_baseline", "ncsn_twores", "ncsn_deq"), "dkef": ("dkef_baseline", "dkef_deq"),
+    "ncsn": ("ncsn_baseline", "ncsn_twores", "ncsn_deq"), "dkef": ("dkef_baseline", "dkef_deq", "dkef_deq_authors", "dkef_deq_linear"),
     "nice": ("nice_baseline", "nice_deq"), "vae": ("vae_baseline", "vae_aug8", "vae_aug16", "vae_deq"),
 }
 

@@ -125,3 +125,16 @@ def test_ablation_ends_at_the_authors_config_and_changes_one_thing_per_step() ->
         a, b = row_config(before), row_config(after)
         changed = {f"{s}.{k}" for s in ("model", "optim", "deq") for k in a[s] if a[s][k] != b[s][k]}
         assert 1 <= len(changed) <= 3, (after, changed)
+
+
+def test_linear_config_is_the_authors_feature_nets_with_our_training() -> None:
+    from configs.dkef_deq import get_config as ours
+    from configs.dkef_deq_linear import get_config as linear
+
+    best, authors, default = linear(), authors_config(), ours()
+    for field in ("hidden", "latent", "feature_out_layer", "feature_skip"):
+        assert best.model[field] == authors.model[field], field
+    assert best.deq == authors.deq
+    assert best.optim == default.optim
+    assert (best.model.feature_init, tuple(best.model.init_bandwidths)) == (
+        default.model.feature_init, tuple(default.model.init_bandwidths))

@@ -10,9 +10,13 @@ import torch
 from PIL import Image
 from torch import nn
 
+from configs.ncsn_twores import get_config as twores_config
+from configs.overrides import apply_overrides
+from configs.validate import validate_config
 from score_matching.models import MODELS
 from score_matching.models.ncsn import RefineNetNCSN, TwoResNCSN
 from score_matching.models.ncsn_layers import ConditionalResidualBlock, InstanceNorm2dPlus
+from score_matching.tasks.ncsn import build_ncsn_model
 from score_matching.sampling import (
     annealed_langevin_dynamics,
     geometric_sigmas,
@@ -398,3 +402,30 @@ def test_the_quick_start_config_keeps_its_cpu_recipe_and_the_paper_row_keeps_ssm
     paper = row_config("table5/DEQ-SSM-VR NCSN")
     assert (paper.loss.name, paper.model.conditioning, paper.model.activation) == ("anneal_ssm_vr", "cin++", "elu")
     assert (paper.model.ngf, paper.optim.lr, paper.deq.layers) == (128, 1e-4, "deq_res")
+
+
+def test_deep_twin_chains_untied_blocks_after_deq_res() -> None:
+    config = twores_config()
+    config.model.deq_res_blocks = 3
+    torch.manual_seed(0)
+    model = build_ncsn_model(config, 1)
+    assert len(model.deq_res_extra) == 2
+    assert model.deq_res_extra[0].conv1.weight.data_ptr() != model.deq_res.conv1.weight.data_ptr()
+    x, labels = torch.rand(2, 1, 28, 28), torch.tensor([0, 3])
+    seen = []
+    for block in (model.deq_res, *model.deq_res_extra, model.res2):
+        block.register_forward_hook(lambda module, args, out: seen.append((module, args[0], out)))
+    model(x, labels)
+    (b0, _, out0), (b1, in1, out1), (b2, in2, _), (_, in3, _) = seen
+    assert (b0, b1, b2) == (model.deq_res, *model.deq_res_extra)
+    assert torch.equal(in1, out0) and torch.equal(in2, out1) and torch.equal(in3, seen[2][2])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"model.name": "ncsn_refinenet"}, "applies to ncsn_twores only"),
+    ({"deq.layers": "deq_res"}, "explicit deep twin"),
+])
+def test_deep_twin_settings_that_cannot_work_are_refused(overrides: dict, message: str) -> None:
+    config = apply_overrides(twores_config(), {"model.deq_res_blocks": 3, **overrides})
+    with pytest.raises(ValueError, match=message):
+        validate_config(config)
