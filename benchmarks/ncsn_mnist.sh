@@ -7,7 +7,8 @@
 #
 # Each variant is trained, evaluated (test DSM loss, MNIST classifier FD and label statistics of
 # FD_SAMPLES samples) and its 64-sample grid drawn; OUTPUT_DIR/<variant>/ gets eval.json,
-# metrics.jsonl, the grid and commands.txt. Then `python -m benchmarks.ncsn_mnist_report OUTPUT_DIR`
+# metrics.jsonl, the grid and commands.txt. Run again, it resumes: a variant whose working directory
+# holds an evaluation at STEPS is only copied, a killed training resumes from its checkpoint. Then `python -m benchmarks.ncsn_mnist_report OUTPUT_DIR`
 # writes the side-by-side grid picture and the table. Environment settings and their defaults:
 # DEVICE=cpu STEPS=4500 SEED=42 FD_SAMPLES=1000 LANES=2 (variants trained at once, one torch thread
 # each) DEEP_TWIN_BLOCKS=5 (the blocks of the deep twin: the DEQ's mean forward iterations in
@@ -40,6 +41,10 @@ variant_flags() {  # the config file and flags of one variant
   esac
 }
 
+evaluated() {  # evaluated EVAL_JSON: whether it exists and holds an evaluation at step STEPS
+  [[ -f $1 ]] && python -c "import json, sys; sys.exit(json.load(open('$1'))['step'] != $STEPS)"
+}
+
 run_variant() {
   local name=$1 flags train
   flags=$(variant_flags "$name") || return 2
@@ -48,7 +53,11 @@ run_variant() {
          --config.training.n_iters=$STEPS --config.training.snapshot_freq=$STEPS --config.training.sample_freq=$STEPS
          --config.eval.classifier_fd_samples=$FD_SAMPLES"
   train=$(echo "$train" | tr -s ' \n' ' ')
-  { $train && $train --mode=eval; } > "$RUNS/$name.log" 2>&1 || { echo "$name: failed (see $RUNS/$name.log)"; return 1; }
+  if evaluated "$RUNS/$name/eval.json"; then
+    echo "$name: evaluated at step $STEPS already, results copied"
+  else  # a killed training resumes from its checkpoint; the evaluation runs again
+    { $train && $train --mode=eval; } >> "$RUNS/$name.log" 2>&1 || { echo "$name: failed (see $RUNS/$name.log)"; return 1; }
+  fi
   mkdir -p "$RESULTS/$name"
   cp "$RUNS/$name"/{eval.json,metrics.jsonl,config.json} "$RESULTS/$name/"
   cp "$RUNS/$name/samples/step_$STEPS.png" "$RESULTS/$name/samples_step_$STEPS.png"

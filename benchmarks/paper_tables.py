@@ -291,15 +291,17 @@ def _cell(ours: dict[str, Any] | None, paper: Any) -> str:
 
 def markdown_lines(report: dict[str, Any]) -> list[str]:
     """Tables of our numbers with the paper's in parentheses, and the targets."""
-    lines = ["| row | seeds | iters | test SM loss | test LL | Fisher div. | params | train peak MiB (paper GB) "
-             "| ms / iter | log Z s.e. |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| row | seeds | iters | test SM loss | test LL | LL gap to truth | Fisher div. | params "
+             "| train peak MiB (paper GB) | ms / iter | log Z s.e. |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row, entry in report["rows"].items():
         ours, paper = entry["ours"], entry["paper"]
         se = ours.get("log_normaliser_std_error")
+        truth, ll = ours.get("true_test_log_likelihood"), ours.get("test_log_likelihood")
         lines.append("| " + " | ".join([
             row, str(len(entry["seeds"])), str(entry["budget"]["n_iters"]),
             _cell(ours.get("test_sm_loss"), paper.get("test_sm_loss")),
-            _cell(ours.get("test_log_likelihood"), paper.get("test_log_likelihood")),
+            _cell(ll, paper.get("test_log_likelihood")),
+            "—" if truth is None or ll is None else format_value(truth - ll["mean"]),
             _cell(ours.get("test_fisher_divergence"), paper.get("test_fisher_divergence")),
             _cell(ours.get("params"), paper.get("params")),
             _cell(ours.get("train_peak_memory_mib"), paper.get("memory_gb")),
@@ -310,7 +312,7 @@ def markdown_lines(report: dict[str, Any]) -> list[str]:
         if truth is not None and row.endswith("DEQ-SM DKEF"):
             table = row.rsplit("/", 1)[0]
             ground = PAPER.get(f"{table}/Ground Truth", {}).get("test_log_likelihood")
-            lines.append(f"| {table}/Ground Truth | | | | {format_value(truth)} ({ground:g}) | 0 | | | | |")
+            lines.append(f"| {table}/Ground Truth | | | | {format_value(truth)} ({ground:g}) | 0 | 0 | | | | |")
     return [*lines, "", *goals_table(report["targets"])]
 
 

@@ -5,7 +5,7 @@ NCSN v2's noise conditioning, SiLU) and draws digits. The paper's DEQ-SSM-VR NCS
 "table5/DEQ-SSM-VR NCSN" of configs/paper_rows.py.
 
 Two departures from the paper's DEQ settings, both found by equal-budget SSM-VR runs of this config
-(benchmarks/results/ncsn-mnist/, with the training logs of the runs that diverged):
+(benchmarks/results/ncsn-mnist/ssm-vr-2000-steps/, the training logs of the runs that diverged):
 - h's two convolutions are spectrally normalised with λ = 2 each, so Lip(h) ≤ 1/4. The default
   Frobenius bound does not bound a convolution's operator norm; under it the solver lost its
   contraction during training.
