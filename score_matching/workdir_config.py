@@ -62,8 +62,9 @@ def checked_differences(stored: dict[str, Any], current: dict[str, Any]) -> dict
 
 
 def check_workdir_config(config: ConfigDict, workdir: str | os.PathLike) -> dict[str, tuple[Any, Any]]:
-    """Compares `config` with WORKDIR/config.json, if there is one; returns the differences that
-    training.allow_config_change accepts, and raises ConfigMismatchError listing them otherwise."""
+    """Compares `config` with WORKDIR/config.json, if there is one; returns the differences to record:
+    fields the stored config lacks (added to the code since), and changed fields when
+    training.allow_config_change accepts them. Changed fields without it raise ConfigMismatchError."""
     path = pathlib.Path(workdir) / CONFIG_FILE
     if not path.is_file():
         return {}
@@ -72,8 +73,11 @@ def check_workdir_config(config: ConfigDict, workdir: str | os.PathLike) -> dict
     except json.JSONDecodeError as error:
         raise ConfigMismatchError(f"{path} is not valid JSON ({error}); restore it or start in a new workdir") from None
     differences = checked_differences(stored, config_as_dict(config))
-    if differences and not config.training.allow_config_change:
-        listed = "; ".join(f"{field}: {old!r} -> {new!r}" for field, (old, new) in differences.items())
+    # A field the stored config lacks was added to the code after the workdir was started; new fields
+    # default to the behaviour before them, so they are recorded, not refused.
+    changed = {field: values for field, values in differences.items() if values[0] != _ABSENT}
+    if changed and not config.training.allow_config_change:
+        listed = "; ".join(f"{field}: {old!r} -> {new!r}" for field, (old, new) in changed.items())
         raise ConfigMismatchError(
             f"{pathlib.Path(workdir)} was started with another config; these fields differ (stored -> now): {listed}. "
             "Resume with the stored values, use a new workdir, or pass --config.training.allow_config_change=true "
@@ -89,8 +93,8 @@ def store_workdir_config(config: ConfigDict, workdir: str | os.PathLike, accepte
     if path.is_file() and not accepted:
         return
     if accepted:
-        logger.warning("config change accepted (training.allow_config_change): %s",
-                       {field: list(values) for field, values in accepted.items()})
+        logger.warning("config change recorded (fields added since the workdir was started, or accepted by "
+                       "training.allow_config_change): %s", {field: list(values) for field, values in accepted.items()})
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "changes": {field: list(values) for field, values in accepted.items()}}
         with (pathlib.Path(workdir) / CHANGES_FILE).open("a") as f:

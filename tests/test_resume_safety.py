@@ -159,6 +159,22 @@ def test_a_workdir_refuses_a_resume_with_another_model_loss_or_deq_config(tmp_pa
     assert change["changes"] == {"loss.name": ["mle", "ssm"]}
 
 
+def test_a_field_added_to_the_code_after_a_workdir_started_does_not_block_its_resume(tmp_path):
+    config = lambda **o: tiny_config("nice_baseline", **{"loss__name": "mle", **o})  # noqa: E731
+    train_losses(config(training__n_iters=2), tmp_path)
+    stored = json.loads((tmp_path / "config.json").read_text())
+    del stored["model"]["hidden"]  # as if `model.hidden` had not existed when the run started
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    train_losses(config(training__n_iters=3), tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["hidden"] == 16
+    change = json.loads((tmp_path / "config_changes.jsonl").read_text().splitlines()[-1])
+    assert change["changes"] == {"model.hidden": ["<absent>", 16]}
+    stored["model"]["hidden"] = 12  # a field present and changed is still refused
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(ConfigMismatchError, match="model.hidden: 12 -> 16"):
+        train_losses(config(training__n_iters=4), tmp_path)
+
+
 def test_checkpoints_hold_only_plain_data_and_the_rng_state_round_trips(tmp_path):
     import random
 
