@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks import paper_tables
+from benchmarks import ncsn_mnist_report, paper_tables
 from benchmarks.phantom_accuracy import budget_line, summary_table
 from benchmarks.report import RESULT_KEYS, format_value, goals_table, variant_rows
 
@@ -132,6 +132,10 @@ def section_for(data: dict[str, Any], path: Path, folder: str = "") -> list[str]
         return phantom_section(data, path)
     if data.get("analysis") == paper_tables.REPORT_ANALYSIS:
         return paper_tables_section(data, path)
+    if data.get("analysis") == ncsn_mnist_report.ANALYSIS:
+        return [f"### NCSN on MNIST at equal budget ({folder})", "",
+                f"Sample quality, memory and time of each variant; the folder's README says how they ran. {_links(path)}",
+                "", ncsn_mnist_report.markdown(data["variants"], data["targets"]).rstrip("\n")]
     return None
 
 

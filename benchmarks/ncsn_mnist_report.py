@@ -37,6 +37,7 @@ DEQ_VARIANTS = ("deq-implicit", "deq-K2", "deq-K5")
 # within 10 % of the RefineNet's, at no more than 0.6× its training step's peak memory.
 FD_RATIO_LIMIT, MEMORY_RATIO_LIMIT = 1.1, 0.6
 IMAGE_SHAPE = (1, 28, 28)
+ANALYSIS = "ncsn-mnist-equal-budget"
 
 
 def step_memory_mib(config: ConfigDict, seed: int = 0) -> dict[str, float]:
@@ -114,12 +115,12 @@ COLUMNS = (
 )
 
 
-def markdown(rows: dict[str, dict[str, Any]], goals: list[Target]) -> str:
-    """The variants' table and the goals."""
+def markdown(rows: dict[str, dict[str, Any]], goals: list[dict[str, Any]]) -> str:
+    """The variants' table and the goals (in `Target.as_dict()` form)."""
     lines = ["| variant | " + " | ".join(title for _, title in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for name, row in rows.items():
         lines.append(f"| {name} | " + " | ".join(format_value(row.get(key)) for key, _ in COLUMNS) + " |")
-    return "\n".join([*lines, "", *goals_table([g.as_dict() for g in goals])]) + "\n"
+    return "\n".join([*lines, "", *goals_table(goals)]) + "\n"
 
 
 def grid_picture(folder: Path, names: list[str], path: Path) -> None:
@@ -146,8 +147,8 @@ def write_report(folder: Path) -> dict[str, Any]:
     if not names:
         raise FileNotFoundError(f"no variant results (<variant>/eval.json) in {folder}; valid variants: {list(VARIANTS)}")
     rows = {name: variant_row(folder / name) for name in names}
-    goals = targets(rows)
-    report = {"analysis": "ncsn-mnist-equal-budget", "variants": rows, "targets": [g.as_dict() for g in goals]}
+    goals = [g.as_dict() for g in targets(rows)]
+    report = {"analysis": ANALYSIS, "variants": rows, "targets": goals}
     (folder / "comparison.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     (folder / "comparison.md").write_text(markdown(rows, goals))
     grid_picture(folder, names, folder / "comparison.png")
