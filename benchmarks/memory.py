@@ -82,6 +82,13 @@ def peak_bytes(step: Callable[[], object], device: torch.device) -> int:
     raise ValueError(f"unsupported device {device.type!r}; valid: ['cpu', 'cuda']")
 
 
+def adam_resident_bytes(model: torch.nn.Module, batch: torch.Tensor) -> int:
+    """What an Adam training step finds allocated when it begins: the trainable parameters, their
+    gradients from the previous step and Adam's two moments (4 × parameter bytes), plus the batch."""
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return 4 * param_bytes + batch.numel() * batch.element_size()
+
+
 def retained_bytes(fn: Callable[[], T], device: torch.device) -> tuple[T, int]:
     """(fn(), the memory fn allocated that is still allocated when it returns), in bytes.
 

@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from ml_collections import ConfigDict
 
-from benchmarks.memory import MIB, cpu_peak_bytes
+from benchmarks.memory import MIB, adam_resident_bytes, cpu_peak_bytes
 from benchmarks.report import Target, format_value, goals_table
 from configs.defaults.ncsn import get_config as ncsn_defaults
 from patches import apply_patch
 from score_matching.losses import LOSSES
+from score_matching.metrics_log import read_metrics
 from score_matching.tasks.common import loss_kwargs
 from score_matching.tasks.ncsn import build_ncsn_model
 
@@ -57,8 +58,7 @@ def step_memory_mib(config: ConfigDict, seed: int = 0) -> dict[str, float]:
         optimizer.step()
 
     step_peak = cpu_peak_bytes(step)
-    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    resident = 4 * param_bytes + x.numel() * x.element_size()
+    resident = adam_resident_bytes(model, x)
     return {"step_peak_mib": step_peak / MIB, "total_peak_mib": (step_peak + resident) / MIB,
             "params": sum(p.numel() for p in model.parameters())}
 
@@ -68,8 +68,7 @@ def variant_row(folder: Path) -> dict[str, Any]:
     evaluation = json.loads((folder / "eval.json").read_text())
     config = ncsn_defaults()  # fields added since a run wrote its config.json keep their defaults
     config.update(json.loads((folder / "config.json").read_text()))
-    metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    steps = [m for m in metrics if "time_per_step_ms" in m]
+    steps = [m for m in read_metrics(folder / "metrics.jsonl") if "time_per_step_ms" in m]
     row = {
         "mnist_classifier_fd": evaluation["mnist_classifier_fd"],
         "fd_samples": evaluation["mnist_classifier_fd_samples"],
@@ -78,7 +77,7 @@ def variant_row(folder: Path) -> dict[str, Any]:
         "class_entropy": evaluation["classifier_class_entropy"],
         "test_loss": evaluation[f"test_{config.loss.name}_loss"],
         "train_rss_peak_mib": evaluation["train_peak_memory_mib"],
-        "step_ms": float(np.median([m["time_per_step_ms"] for m in steps])),
+        "step_ms": evaluation["train_time_per_step_ms"],
         "steps": evaluation["step"],
         "final_train_loss": float(np.mean([m["loss"] for m in steps[-5:]])),
         **step_memory_mib(config),

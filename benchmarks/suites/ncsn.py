@@ -29,7 +29,7 @@ import torch
 from ml_collections import ConfigDict
 
 from benchmarks.harness import Bench, training_bench
-from benchmarks.memory import MIB, retained_bytes
+from benchmarks.memory import MIB, adam_resident_bytes, retained_bytes
 from benchmarks.plots import TIME, bar_grid
 from benchmarks.report import Target, add_totals, ratio_of
 from benchmarks.suites import Suite, Variant, register_suite
@@ -98,8 +98,7 @@ def build(variant: Variant, s: dict[str, Any], device: torch.device) -> Bench:
     x = torch.rand(s["batch"], IMAGE_CHANNELS, IMAGE_SIZE, IMAGE_SIZE, generator=generator, device=device)
     labels = torch.randint(0, len(model.sigmas), (s["batch"],), generator=generator, device=device)
     graph = score_graph_bytes(model, x, labels)
-    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    resident = 4 * param_bytes + x.numel() * x.element_size()
+    resident = adam_resident_bytes(model, x)
     return training_bench(model, lambda: loss(x, generator=generator), config.optim.lr, fields={
         "score_graph_mib": graph / MIB, "resident_mib": resident / MIB, "paper_row": ROWS[variant.name],
     })
